@@ -1,0 +1,47 @@
+"""Where output goes: human output on stderr when `--json` owns stdout, one JSON report per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, RenderableType
+
+from cramcli.utils import atomic
+
+
+@dataclass
+class Output:
+    """Per-command output settings (`--json`, `--quiet`, `--verbose`)."""
+
+    json_mode: bool = False
+    quiet: bool = False
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        # With --json, stdout carries exactly one JSON document; everything for people goes to stderr.
+        self.console = Console(stderr=self.json_mode, quiet=self.quiet)
+        self.err = Console(stderr=True)
+
+    def info(self, message: RenderableType) -> None:
+        self.console.print(message)
+
+    def debug(self, message: RenderableType) -> None:
+        if self.verbose:
+            self.console.print(message, style="dim")
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    def report(self, report: dict[str, Any], renderable: RenderableType | None = None, path: Path | None = None) -> None:
+        """Show the final report (rich for people, JSON with --json) and save it as `path` (report.json)."""
+        if path is not None:
+            atomic.write_json(path, report)
+        if renderable is not None:
+            self.console.print(renderable)
+        if self.json_mode:
+            sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+            sys.stdout.flush()

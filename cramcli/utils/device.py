@@ -1,0 +1,30 @@
+"""Choosing the torch device from `--device` / `--gpu`."""
+
+from __future__ import annotations
+
+import torch
+
+from cramcli.utils.errors import UsageError
+
+
+def resolve_device(device: str | None, gpu: int | None) -> torch.device:
+    """`--gpu N` is shorthand for `--device cuda:N`; no flag means CUDA when present, else CPU."""
+    if gpu is not None:
+        if device not in (None, "cuda", f"cuda:{gpu}"):
+            raise UsageError(f"--gpu {gpu} conflicts with --device {device}; pass only one of them")
+        device = f"cuda:{gpu}"
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: unsupported; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"--device {device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
+    return dev
