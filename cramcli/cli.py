@@ -82,7 +82,7 @@ def prepare_data(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Use this tokenizer.json instead of training one.")] = None,
     max_documents: Annotated[Optional[int], typer.Option("--max-documents", help="Override the budget's cap on raw documents.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes for normalising/filtering (0 = all cores).")] = 0,
-    seed: SeedOpt = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the budget's seed (shuffling, random ordering).")] = None,
     force: ForceOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -217,12 +217,20 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artefact of the demo.")] = Path("outputs/demo"),
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of reusing finished stages.")] = False,
     minutes: Annotated[Optional[float], typer.Option("--minutes", help="Pretraining minutes (default: the demo budget's).")] = None,
+    documents: Annotated[Optional[int], typer.Option("--documents", help="Embedded documents to generate (default: the demo data budget's).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Fine-tuning trials per task (default: the demo GLUE budget's).")] = None,
+    task_examples: Annotated[int, typer.Option("--task-examples", help="Training examples per generated task (dev sets get a quarter).")] = 2000,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run every stage for real on the embedded corpus, offline, in a few minutes on a CPU."""
-    _run_stage("demo", json_mode, quiet, verbose, out=out, fresh=fresh, minutes=minutes)
+    """Run every stage for real on the embedded corpus, offline, in a few minutes on a CPU.
+
+    Tokenizer, data preparation, budgeted pretraining, GLUE-style fine-tuning on tasks generated from the same
+    corpus, and an attention conversion, all into [bold]--out[/]; a rerun reuses finished stages.
+    """
+    _run_stage("demo", json_mode, quiet, verbose, out=out, fresh=fresh, minutes=minutes, documents=documents,
+               trials=trials, task_examples=task_examples)
 
 
 @app.command("bench")

@@ -1,11 +1,126 @@
-"""Stage `convert_attention`: not implemented yet (see its issue)."""
+"""Stage `convert-attention` (alias `convert`): rewrite a checkpoint for another attention backend, importing
+original cramming v1/v2 checkpoints on the way, and prove parity on a probe batch before writing anything.
+
+cram keeps one fused-QKV weight layout for every backend ([Q | K | V], see cramcli/model/attention.py), so the
+weights are copied bit for bit; what changes in the written checkpoint is the `attention` field of config.json.
+For original checkpoints the tensors are renamed (and v2's per-head interleaved QKV permuted) by
+cramcli/model/convert.py.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
-from cramcli.utils.errors import RunError
+import torch
+from rich.table import Table
+
+from cramcli.utils.atomic import check_not_exists
+from cramcli.utils.console import Output
+from cramcli.utils.device import resolve_device
+from cramcli.utils.errors import RunError, UsageError
+
+TARGETS = ("pytorch", "flash")
+PROBE_BATCH, PROBE_SEQ = 4, 64
+# fp32 on CPU: SDPA vs the explicit reference differ by rounding only. bf16 (flash on CUDA): a few ulps of bf16.
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25}
 
 
-def run(output: Any, **flags: Any) -> None:
-    raise RunError("cram convert-attention: not implemented yet")
+def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: str | None, gpu: int | None,
+        force: bool) -> None:
+    from cramcli.model.attention import flash_available
+    from cramcli.model.checkpoint import TOKENIZER_FILES, build_model, read_checkpoint, resolve, save_checkpoint
+
+    if attention not in TARGETS:
+        raise UsageError(f"--attention {attention}: unsupported target; choose one of {', '.join(TARGETS)}")
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_not_exists(out, force=force)
+    if out.resolve() == resolve(checkpoint).resolve():
+        raise UsageError(f"--out {out}: is the source checkpoint itself; write to another folder")
+    dev = resolve_device(device, gpu)
+    real_flash = dev.type == "cuda" and flash_available()
+    if attention == "flash" and dev.type == "cuda" and not real_flash:
+        raise UsageError("--attention flash --device cuda: the flash-attn package is not installed "
+                         "(pip install -e '.[flash]'), so its parity cannot be checked; or convert on the CPU")
+    started = time.perf_counter()
+    source = read_checkpoint(checkpoint)
+    output.debug(f"read {source.weights_file} ({source.format}, {len(source.state)} tensors)")
+
+    # Parity runs both models in one precision; a backend that cannot run here is replaced by the reference
+    # implementation, which computes the same function (softmax(QKᵀ/√d)·V with the same mask).
+    dtype = torch.bfloat16 if real_flash else torch.float32
+
+    def runnable(backend: str) -> str:
+        return backend if backend != "flash" or real_flash else "reference"
+
+    src_backend, dst_backend = runnable(source.config.get("attention", "pytorch")), runnable(attention)
+    reference = build_model(source, attention=src_backend).to(dev)
+    converted = build_model(source, attention=attention)
+    # Same tensors, bit for bit: the conversion is a relabelling of the backend, never a numerical change.
+    src_state, dst_state = reference.state_dict(), converted.state_dict()
+    differing = [k for k in dst_state if not torch.equal(dst_state[k], src_state[k].cpu())]
+    if differing:
+        raise RunError(f"conversion changed tensor {differing[0]}; nothing written")
+    probe_model = build_model(source, attention=dst_backend).to(dev)
+    delta = _parity(reference, probe_model, dev, dtype)
+    if not delta <= TOLERANCE[dtype]:
+        raise RunError(f"parity check failed: max |Δlogits| = {delta:.3g} > {TOLERANCE[dtype]:g} between the "
+                       f"source ({src_backend}) and converted ({dst_backend}) model; nothing written")
+
+    has_tokenizer = (source.folder / "tokenizer.json").is_file()
+    save_checkpoint(converted, out, tokenizer_path=source.folder if has_tokenizer else None, force=force)
+    tokenizer_files = [n for n in TOKENIZER_FILES if (out / n).is_file()]
+    notes = list(source.notes)
+    if "reference" in (src_backend, dst_backend):
+        notes.append("flash kernel not run here (needs CUDA + flash-attn): its side of the parity check used the "
+                     "reference backend, which computes the same math")
+    if not has_tokenizer:
+        notes.append("the source has no tokenizer.json; add one before fine-tuning (GLUE needs it)")
+    report: dict[str, Any] = {
+        "source": str(source.folder), "source_format": source.format,
+        "source_attention": source.config.get("attention", "pytorch"), "target_attention": attention,
+        "out": str(out), "head": source.head, "layout": converted.config.layout,
+        "num_parameters": sum(p.numel() for p in converted.parameters()), "num_tensors": len(dst_state),
+        "weights_bit_identical": True, "parity": {
+            "probe": [PROBE_BATCH, min(PROBE_SEQ, converted.config.max_seq_length)], "device": str(dev),
+            "dtype": str(dtype).removeprefix("torch."), "source_backend": src_backend,
+            "converted_backend": dst_backend, "max_abs_delta_logits": delta, "tolerance": TOLERANCE[dtype]},
+        "tokenizer_files": tokenizer_files, "notes": notes, "seconds": round(time.perf_counter() - started, 3),
+    }
+    output.report(report, _table(report), out / "report.json")
+
+
+def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype) -> float:
+    """Max |Δlogits| over the real tokens of a seeded probe batch whose last row is half padding."""
+    config = a.config
+    seq = min(PROBE_SEQ, config.max_seq_length)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(7, config.vocab_size, (PROBE_BATCH, seq), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    ids = ids.masked_fill(mask == 0, config.pad_token_id or 0)
+    ids, mask = ids.to(dev), mask.to(dev)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
+        la, lb = (m(input_ids=ids, attention_mask=mask).logits.float() for m in (a, b))
+    real = mask.bool()
+    if la.dim() == 2:  # classification logits [B, labels]
+        real = real[:, 0]
+    return float((la[real] - lb[real]).abs().max())
+
+
+def _table(report: dict[str, Any]) -> Table:
+    parity = report["parity"]
+    table = Table(title="convert-attention", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", f"{report['source']} ({report['source_format']}, {report['source_attention']})")
+    table.add_row("written", f"{report['out']} (attention {report['target_attention']}, layout {report['layout']})")
+    table.add_row("weights", f"{report['num_tensors']} tensors, {report['num_parameters']:,} parameters, bit-identical")
+    table.add_row("parity", f"max |Δlogits| = {parity['max_abs_delta_logits']:.3g} (≤ {parity['tolerance']:g}) on "
+                            f"{parity['probe'][0]}×{parity['probe'][1]} tokens, {parity['dtype']} {parity['device']}, "
+                            f"{parity['source_backend']} vs {parity['converted_backend']}")
+    table.add_row("tokenizer", ", ".join(report["tokenizer_files"]) or "none")
+    for note in report["notes"]:
+        table.add_row("note", note)
+    return table

@@ -1,11 +1,203 @@
-"""Stage `finetune_glue`: not implemented yet (see its issue)."""
+"""Stage `finetune_glue` (alias `glue`): the GLUE-sane protocol over trials, medians and the model card's table.
+
+Layout of `--out` (default `<model>/glue`): `trials/<task>_<n>.json` (one per finished fine-tuning, written as
+it completes, so a rerun resumes), `results.json`, `hparams.json`, `report.json`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
-from cramcli.utils.errors import RunError
+from rich.console import Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from cramcli import budgets
+from cramcli.glue.loaders import TaskData, load_task
+from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_numbers, median_and_range
+from cramcli.glue.tasks import Task, parse_tasks
+from cramcli.utils import atomic
+from cramcli.utils.console import Output
+from cramcli.utils.device import resolve_device
+from cramcli.utils.errors import UsageError
 
 
-def run(output: Any, **flags: Any) -> None:
-    raise RunError("cram finetune-glue: not implemented yet")
+def run(
+    output: Output,
+    *,
+    model: Path,
+    budget: str = "24",
+    tasks: str | None = None,
+    trials: int | None = None,
+    glue_dir: Path | None = None,
+    max_train_examples: int | None = None,
+    max_eval_examples: int | None = None,
+    epochs: int | None = None,
+    legacy_attention_mask: bool = False,
+    out: Path | None = None,
+    device: str | None = None,
+    gpu: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+) -> None:
+    cfg = budgets.load("glue", budget)
+    if trials is not None:
+        if trials < 1:
+            raise UsageError(f"--trials {trials}: must be at least 1")
+        cfg = cfg.model_copy(update={"trials": trials})
+    if epochs is not None:
+        if epochs < 1:
+            raise UsageError(f"--epochs {epochs}: must be at least 1")
+        if cfg.protocol == "sane" and epochs > 5:
+            raise UsageError(f"--epochs {epochs}: the GLUE-sane protocol allows at most 5 (use a budget with protocol 'free')")
+        cfg = cfg.model_copy(update={"epochs": epochs})
+    for flag, value in (("--max-train-examples", max_train_examples), ("--max-eval-examples", max_eval_examples)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
+    task_list = parse_tasks(tasks, list(cfg.tasks))
+    checkpoint = _checkpoint_dir(Path(model))
+    dev = resolve_device(device, gpu)
+    out = Path(out) if out is not None else Path(model) / "glue"
+
+    settings = {"budget": cfg.model_dump(mode="json"), "seed": seed, "max_train_examples": max_train_examples,
+                "max_eval_examples": max_eval_examples, "legacy_attention_mask": legacy_attention_mask,
+                "checkpoint": str(checkpoint.resolve())}
+    _prepare_out(out, settings, force)
+
+    from cramcli.glue import finetune as ft
+    from cramcli.model.checkpoint import load_pretrained
+
+    tok = ft.load_glue_tokenizer(checkpoint, cfg.max_length)
+    overrides = ft.model_overrides(cfg, legacy_attention_mask)
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=output.console, transient=False, disable=output.quiet)
+    with progress:
+        bar_tasks = progress.add_task("tasks", total=len(task_list))
+        for task in task_list:
+            seeds = [trial_seed(seed, task.name, i) for i in range(cfg.trials)]
+            done = {i: _read_trial(out, task, i) for i in range(cfg.trials)}
+            todo = [i for i, r in done.items() if r is None]
+            data = load_task(task, glue_dir)
+            train_ex = _subset(data.train, max_train_examples, seed)
+            dev_ex = {s: ex[:max_eval_examples] if max_eval_examples else ex for s, ex in data.dev.items()}
+            if todo:
+                enc_train = ft.encode(tok, train_ex)
+                enc_dev = {s: ft.encode(tok, ex) for s, ex in dev_ex.items()}
+            bar_trials = progress.add_task(f"  {task.name} trials", total=cfg.trials, completed=cfg.trials - len(todo))
+            for i in todo:
+                t0 = time.perf_counter()
+                ft.seed_everything(seeds[i])
+                net = load_pretrained(checkpoint, head="cls", num_labels=task.num_labels, **overrides).to(dev)
+                bar_epoch = progress.add_task(f"    {task.name} trial {i + 1} epoch 1", total=None)
+
+                def on_step(epoch: int, step: int, per_epoch: int, loss: float, _bar: Any = bar_epoch,
+                            _name: str = f"{task.name} trial {i + 1}") -> None:
+                    progress.update(_bar, total=per_epoch, completed=step + 1,
+                                    description=f"    {_name} epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+
+                metrics = ft.run_trial(net, task, enc_train, enc_dev, cfg, epochs=cfg.epochs, seed=seeds[i],
+                                       device=dev, on_step=on_step)
+                progress.remove_task(bar_epoch)
+                done[i] = {"task": task.name, "trial": i, "seed": seeds[i], "metrics": metrics,
+                           "card": card_numbers(task.name, metrics), "seconds": round(time.perf_counter() - t0, 2)}
+                atomic.write_json(_trial_path(out, task, i), done[i])
+                progress.advance(bar_trials)
+                del net
+            results[task.name] = _task_result(task, data, len(train_ex), dev_ex, [done[i] for i in range(cfg.trials)])
+            progress.advance(bar_tasks)
+
+    medians = {col: r["median"][col] for r in results.values() for col in r["median"]}
+    average, complete = card_average(medians)
+    summary = {"columns": medians, "average": round(average, 2) if medians else None, "average_complete": complete,
+               "average_of": sum(1 for c, *_ in CARD_COLUMNS if c in medians)}
+    results_doc = {"checkpoint": str(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials, "seed": seed,
+                   "summary": summary, "tasks": results}
+    atomic.write_json(out / "results.json", results_doc)
+    atomic.write_json(out / "hparams.json", settings)
+    report = {"command": "finetune-glue", "out": str(out), "device": str(dev),
+              "seconds": round(time.perf_counter() - started, 2), **summary}
+    output.report(report, _render(results, summary), out / "report.json")
+
+
+def trial_seed(seed: int, task: str, trial: int) -> int:
+    """Distinct, reproducible seed per (task, trial) from --seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{task}:{trial}".encode()).digest()[:4], "big") % 2**31
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    from cramcli.model.checkpoint import is_checkpoint
+
+    for candidate in (path, path / "final"):
+        if candidate.is_dir() and is_checkpoint(candidate):
+            return candidate
+    raise UsageError(f"--model {path}: not a checkpoint folder (config.json + weights) nor a run folder with final/;"
+                     " pass a `cram pretrain` run or an exported checkpoint")
+
+
+def _prepare_out(out: Path, settings: dict[str, Any], force: bool) -> None:
+    """Resume only what was made with the same settings; --force starts over."""
+    if force and out.exists():
+        shutil.rmtree(out / "trials", ignore_errors=True)
+        for name in ("results.json", "hparams.json", "report.json"):
+            (out / name).unlink(missing_ok=True)
+    saved = out / "hparams.json"
+    if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(settings):
+        raise UsageError(f"{out}: holds GLUE results made with other settings; pass --force to start over or another --out")
+    atomic.write_json(saved, settings)
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings that must match to reuse trials; the trial count may grow (seeds depend on the index only)."""
+    return {**settings, "budget": {k: v for k, v in settings["budget"].items() if k != "trials"}}
+
+
+def _trial_path(out: Path, task: Task, trial: int) -> Path:
+    return out / "trials" / f"{task.name}_{trial}.json"
+
+
+def _read_trial(out: Path, task: Task, trial: int) -> dict[str, Any] | None:
+    path = _trial_path(out, task, trial)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _subset(examples: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset (GLUE train files are often ordered, so the first rows would be biased)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    return random.Random(seed).sample(examples, limit)
+
+
+def _task_result(task: Task, data: TaskData, n_train: int, dev: dict[str, list], trials: list[dict]) -> dict[str, Any]:
+    columns = list(trials[0]["card"])
+    stats = {col: median_and_range([t["card"][col] for t in trials]) for col in columns}
+    return {
+        "source": data.source, "files": data.files,
+        "train_examples_read": len(data.train), "train_examples_used": n_train,
+        "dev_examples": {s: len(ex) for s, ex in dev.items()},
+        "seeds": [t["seed"] for t in trials], "trials": trials,
+        "median": {c: s[0] for c, s in stats.items()},
+        "min": {c: s[1] for c, s in stats.items()}, "max": {c: s[2] for c, s in stats.items()},
+    }
+
+
+def _render(results: dict[str, Any], summary: dict[str, Any]) -> Group:
+    cols = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN) if c in summary["columns"]]
+    table = Table(title="GLUE dev (median over trials, ×100)")
+    for c in [*cols, "Avg"]:
+        table.add_column(c, justify="right")
+    spread = {c: (r["min"][c], r["max"][c]) for r in results.values() for c in r["min"]}
+    avg = "—" if summary["average"] is None else f"{summary['average']:.1f}"
+    table.add_row(*(f"{summary['columns'][c]:.1f}" for c in cols), avg)
+    table.add_row(*(f"[dim]{spread[c][0]:.1f}–{spread[c][1]:.1f}[/]" for c in cols), "", end_section=True)
+    note = ("average of all 9 numbers (MNLI counted twice, as on the model card)" if summary["average_complete"]
+            else f"partial average over {summary['average_of']} numbers (not comparable to the card's)")
+    return Group(table, Text(f"second row: min–max over trials; Avg: {note}", style="dim"))

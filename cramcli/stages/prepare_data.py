@@ -1,11 +1,210 @@
-"""Stage `prepare_data`: not implemented yet (see its issue)."""
+"""Stage `prepare-data`: raw text → normalised, filtered, deduplicated, tokenized, packed rows.
+
+The output folder is keyed by a content hash of the budget, the source's identity, the tokenizer and the code
+format: the same command twice reuses the cached folder; any change builds a new one. Work happens in a
+hidden `.NAME.*.partial` folder beside the output that is renamed only when everything is written, so an
+interrupted run never leaves a folder that looks finished; the next run removes the dead leftovers.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from cramcli.utils.errors import RunError
+from rich.table import Table
+
+from cramcli import budgets
+from cramcli.data import pipeline
+from cramcli.data.prepared import DATA_ROOT, pointer_path
+from cramcli.data.progress import PhaseBars
+from cramcli.data.sources import open_source
+from cramcli.data.tokenizer import load_tokenizer, tokenizer_hash
+from cramcli.utils import atomic
+from cramcli.utils.console import Output
+from cramcli.utils.errors import UsageError
+
+_OWNER = ".owner_pid"
 
 
-def run(output: Any, **flags: Any) -> None:
-    raise RunError("cram prepare-data: not implemented yet")
+def run(
+    output: Output,
+    *,
+    budget: str,
+    source: str | None,
+    out: Path | None,
+    tokenizer: Path | None,
+    max_documents: int | None,
+    workers: int,
+    seed: int | None,
+    force: bool,
+) -> None:
+    data_budget = _effective_budget(budget, source=source, max_documents=max_documents, seed=seed)
+    src = open_source(
+        data_budget.source,
+        split=data_budget.split,
+        text_field=data_budget.text_field,
+        seed=data_budget.seed,
+        max_documents=data_budget.max_documents,
+    )
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+    chash = pipeline.content_hash(data_budget, src.identity(), tokenizer_hash(tok) if tok else None)
+    final = out if out is not None else DATA_ROOT / f"{src.slug()}_{chash}"
+    budget_name = Path(budget).stem if budget.endswith(".json") else budget
+
+    cached = _cached_manifest(final, chash, force)
+    if cached is not None:
+        _write_pointer(budget_name, final)
+        output.info(f"reused cached {final} (content hash {chash}; same budget, source and tokenizer)")
+        report = {"reused": True, "path": str(final), **_summary(cached)}
+        output.report(report, _table(cached, final, reused=True))
+        return
+
+    _remove_dead_partials(final)
+    num_workers = pipeline.cpu_workers(workers)
+    output.debug(f"source {src.spec}, {num_workers} worker(s), content hash {chash}")
+    with _sigterm_as_interrupt(), atomic.atomic_dir(final, force=True) as work:
+        (work / _OWNER).write_text(str(os.getpid()))
+        with PhaseBars(output.console) as bars:
+            result = pipeline.prepare(src, data_budget, tok, work, workers=num_workers, progress=bars, chash=chash)
+        for warning in _warnings(src.stats):
+            output.warn(warning)
+        (work / _OWNER).unlink()
+        # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
+        atomic.write_json(work / "manifest.json", result.manifest)
+    _write_pointer(budget_name, final)
+    report = {"reused": False, "path": str(final), **_summary(result.manifest)}
+    output.report(report, _table(result.manifest, final, reused=False), final / "report.json")
+
+
+def _effective_budget(name: str, **overrides: Any) -> budgets.DataBudget:
+    base = budgets.load("data", name)
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    # Re-validate so a flag gets the same checks as the budget file.
+    return budgets.parse("data", f"--budget {name} with flags", {**base.model_dump(mode="json"), **updates})
+
+
+def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
+    """The finished manifest at `final` if it matches; refuse to replace a different result without --force."""
+    manifest_file = final / "manifest.json"
+    if not final.exists():
+        return None
+    if not final.is_dir():
+        raise UsageError(f"--out {final}: is a file; pass a folder path")
+    if manifest_file.is_file():
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        if manifest.get("content_hash") == chash and not force:
+            return manifest
+        if not force:
+            raise UsageError(
+                f"{final}: holds prepared data for other settings (content hash {manifest.get('content_hash')},"
+                f" this command's is {chash}); pass --force to rebuild it there or choose another --out"
+            )
+    elif any(final.iterdir()) and not force:
+        raise UsageError(f"{final}: exists and is not a prepared-data folder; pass --force or choose another --out")
+    return None
+
+
+def _remove_dead_partials(final: Path) -> None:
+    """Delete work folders of earlier runs of this output that were killed (their owner process is gone)."""
+    if not final.parent.is_dir():
+        return
+    for partial in final.parent.glob(f".{final.name}.*.partial"):
+        try:
+            pid = int((partial / _OWNER).read_text())
+            os.kill(pid, 0)
+            continue  # still running: another prepare-data owns it
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            pass  # no readable owner: killed before it was written
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the work folder is cleaned up instead of left behind."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside some test runners): keep the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_pointer(budget_name: str, final: Path) -> None:
+    atomic.write_json(pointer_path(budget_name), {"path": str(final.resolve())})
+
+
+def _warnings(stats: Any) -> list[str]:
+    lines = []
+    if stats.bad_bytes:
+        lines.append(f"{stats.bad_bytes} byte(s) were not UTF-8 and were replaced")
+    if stats.bad_lines:
+        lines.append(f"{stats.bad_lines} JSON line(s) skipped, e.g. {stats.bad_line_examples[0]}")
+    return lines
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    total = sum(manifest["timings_s"].values())
+    return {
+        "content_hash": manifest["content_hash"],
+        "data_hash": manifest["data_hash"],
+        "num_rows": manifest["num_rows"],
+        "num_tokens": manifest["num_tokens"],
+        "vocab_size": manifest["vocab_size"],
+        "dtype": manifest["dtype"],
+        "counts": manifest["counts"],
+        "removed_share": manifest["removed_share"],
+        "timings_s": manifest["timings_s"],
+        "tokens_per_second": round(manifest["counts"]["tokens"] / total, 1) if total else None,
+        "lengths": manifest["lengths"],
+        "ordering": manifest["ordering"],
+    }
+
+
+def _table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
+    counts = manifest["counts"]
+    read = max(counts["documents_read"], 1)
+    table = Table(title=f"prepared data {'(cached) ' if reused else ''}→ {path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("documents read", f"{counts['documents_read']:,}")
+    for name in ("empty", "too_short", "exact_duplicates", "near_duplicates", "compressibility"):
+        table.add_row(f"  removed: {name.replace('_', ' ')}", f"{counts[name]:,} ({counts[name] / read:.1%})")
+    table.add_row("documents kept", f"{counts['documents_kept']:,}")
+    table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
+    table.add_row("tokens", f"{manifest['num_tokens']:,}")
+    if counts["rows_dropped_by_cap"]:
+        table.add_row("rows dropped by max_rows", f"{counts['rows_dropped_by_cap']:,}")
+    table.add_row("vocabulary", f"{manifest['vocab_size']:,} (hash {manifest['tokenizer_hash']})")
+    lengths = manifest["lengths"]
+    table.add_row("tokens/char p10 / median / p90",
+                  f"{lengths['tokens_per_char_p10']:.2f} / {lengths['tokens_per_char_median']:.2f}"
+                  f" / {lengths['tokens_per_char_p90']:.2f}")
+    order = manifest["ordering"]
+    table.add_row(f"ordering: {order['method']}",
+                  f"'.' per row: first 1k {order['sentence_ends_first_rows_mean']:.2f},"
+                  f" last 1k {order['sentence_ends_last_rows_mean']:.2f}")
+    timings = manifest["timings_s"]
+    total = sum(timings.values())
+    table.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    if total:
+        table.add_row("throughput", f"{counts['tokens'] / total:,.0f} tokens/s")
+    table.add_row("content hash", manifest["content_hash"])
+    return table

@@ -1,0 +1,92 @@
+"""Reading a prepared-data folder (what `cram prepare-data` writes and `cram pretrain` reads).
+
+Layout: `manifest.json` (format `cram-prepared/1`), `tokenizer.json`, and shards `tokens_NNNNN.bin`, each a
+raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cramcli.utils.errors import UsageError
+
+FORMAT = "cram-prepared/1"
+DATA_ROOT = Path("outputs/data")
+_CREATE = "create it with `cram prepare-data`"
+
+
+def pointer_path(budget_name: str, root: Path = DATA_ROOT) -> Path:
+    """`outputs/data/latest_<budget>.json`, pointing at the last folder prepared for that data budget."""
+    return root / f"latest_{budget_name}.json"
+
+
+def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | None:
+    """The folder `cram prepare-data --budget NAME` wrote last, or None when there is none (or it is gone)."""
+    pointer = pointer_path(budget_name, root)
+    try:
+        path = Path(json.loads(pointer.read_text())["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if (path / "manifest.json").is_file() else None
+
+
+class PreparedData:
+    """Token rows of a prepared-data folder, read through memory maps (nothing is loaded up front)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        manifest_file = self.path / "manifest.json"
+        if not self.path.is_dir():
+            raise UsageError(f"{self.path}: no prepared-data folder here; {_CREATE}")
+        if not manifest_file.is_file():
+            raise UsageError(f"{self.path}: no manifest.json, so not a finished prepared-data folder; {_CREATE}")
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{manifest_file}: unreadable ({exc}); {_CREATE} again") from None
+        if self.manifest.get("format") != FORMAT:
+            raise UsageError(
+                f"{manifest_file}: format {self.manifest.get('format')!r} is not {FORMAT!r}; {_CREATE} again"
+            )
+        self.seq_length = int(self.manifest["seq_length"])
+        self.vocab_size = int(self.manifest["vocab_size"])
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.tokenizer_path = self.path / self.manifest.get("tokenizer", "tokenizer.json")
+        self._maps: list[np.memmap] = []
+        self._starts: list[int] = []
+        start = 0
+        for shard in self.manifest["shards"]:
+            file = self.path / shard["file"]
+            rows = int(shard["rows"])
+            expected = rows * self.seq_length * self.dtype.itemsize
+            if not file.is_file() or file.stat().st_size != expected:
+                raise UsageError(f"{file}: missing or not {expected} bytes as the manifest says; {_CREATE} again")
+            self._maps.append(np.memmap(file, dtype=self.dtype, mode="r", shape=(rows, self.seq_length)))
+            self._starts.append(start)
+            start += rows
+        self.num_rows = start
+        if self.num_rows != int(self.manifest["num_rows"]):
+            raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
+                             f"{self.manifest['num_rows']}; {_CREATE} again")
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def rows(self, start: int, count: int) -> np.ndarray:
+        """Rows [start, start+count) by global index, crossing shard borders, as int64 (ready for embeddings)."""
+        if start < 0 or count < 0 or start + count > self.num_rows:
+            raise IndexError(f"rows {start}..{start + count} outside 0..{self.num_rows}")
+        out = np.empty((count, self.seq_length), dtype=np.int64)
+        filled = 0
+        for shard_start, data in zip(self._starts, self._maps, strict=True):
+            lo = max(start + filled - shard_start, 0)
+            if lo >= len(data) or filled == count:
+                continue
+            take = min(len(data) - lo, count - filled)
+            out[filled : filled + take] = data[lo : lo + take]
+            filled += take
+        return out

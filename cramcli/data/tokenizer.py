@@ -1,0 +1,157 @@
+"""WordPiece tokenizer with fixed special-token ids, trained with HF `tokenizers`.
+
+The original passed its special tokens to the trainer as a Python set, so their ids changed with the hash
+seed; here they are a list and always get ids 0..6. The tokenizer carries the budget's normaliser, the
+Whitespace pre-tokenizer and the recipe's post-processor (single text → `A <sep>`, pair →
+`<cls> A <sep> B <sep>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from cramcli.budgets import NormalizationBudget, TokenizerBudget
+from cramcli.data.normalize import build_normalizer
+from cramcli.utils.errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS: list[str] = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
+"""Special tokens in id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<cls>`=4, `<sep>`=5, `<mask>`=6."""
+SPECIAL_IDS: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = (SPECIAL_IDS[t] for t in ("<pad>", "<cls>", "<sep>", "<mask>", "<unk>"))
+
+
+def new_tokenizer(normalization: NormalizationBudget) -> Tokenizer:
+    """An untrained WordPiece tokenizer with the recipe's normaliser, pre-tokenizer, decoder."""
+    tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tok.normalizer = build_normalizer(normalization)
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    budget: TokenizerBudget,
+    normalization: NormalizationBudget,
+    *,
+    vocab_size: int | None = None,
+    length: int | None = None,
+    what: Callable[[], str] = lambda: "the corpus",
+) -> Tokenizer:
+    """Train WordPiece on `texts` (streamed; the trainer keeps only word counts in memory)."""
+    size = vocab_size or budget.vocab_size
+    tok = new_tokenizer(normalization)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=size,
+        min_frequency=budget.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
+    got = tok.get_vocab_size()
+    if got < size:
+        raise UsageError(
+            f"vocab size {size} is larger than {what()} supports: only {got} tokens reach min_frequency"
+            f" {budget.min_frequency}; lower --vocab-size / tokenizer.vocab_size or add more documents"
+        )
+    canonicalize_ids(tok)
+    add_post_processor(tok)
+    check_special_ids(tok, "the trained tokenizer")
+    return tok
+
+
+def canonicalize_ids(tok: Tokenizer) -> None:
+    """Renumber the vocabulary: special tokens 0..6, then the rest sorted.
+
+    The trainer learns the same token set on every run, but numbers it in hash-map order, so ids (and the
+    content hash of everything built on them) would change from run to run. WordPiece only looks tokens up,
+    so any fixed numbering tokenizes identically."""
+    rest = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + rest)}
+    tok.model = models.WordPiece(vocab=vocab, unk_token="<unk>", continuing_subword_prefix="##")
+
+
+def add_post_processor(tok: Tokenizer) -> None:
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A <sep>",
+        pair="<cls> $A <sep> $B:0 <sep>:0",
+        special_tokens=[("<cls>", SPECIAL_IDS["<cls>"]), ("<sep>", SPECIAL_IDS["<sep>"])],
+    )
+
+
+def check_special_ids(tok: Tokenizer, where: str) -> None:
+    wrong = [f"{t}={tok.token_to_id(t)}" for t, i in SPECIAL_IDS.items() if tok.token_to_id(t) != i]
+    if wrong:
+        expected = ", ".join(f"{t}={i}" for t, i in SPECIAL_IDS.items())
+        raise UsageError(f"{where}: special-token ids {', '.join(wrong)} differ from cram's fixed ids ({expected})")
+
+
+def tokenizer_hash(tok: Tokenizer) -> str:
+    """Content hash of a tokenizer (its canonical JSON), used in the prepared data's content hash."""
+    canonical = json.dumps(json.loads(tok.to_str()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A `tokenizer.json` (or a folder holding one) → `tokenizers.Tokenizer`, special ids checked."""
+    path = Path(path)
+    file = path / "tokenizer.json" if path.is_dir() else path
+    if not file.is_file():
+        raise UsageError(f"{file}: no tokenizer.json here; create one with `cram train-tokenizer --out FOLDER`")
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as exc:  # the Rust loader raises plain Exceptions with a serde message
+        raise UsageError(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
+    check_special_ids(tok, str(file))
+    return tok
+
+
+def to_hf_tokenizer(path: str | Path, model_max_length: int = 128) -> PreTrainedTokenizerFast:
+    """The tokenizer as a `transformers.PreTrainedTokenizerFast` with its special tokens named."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=load_tokenizer(path),
+        model_max_length=model_max_length,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        cls_token="<cls>",
+        sep_token="<sep>",
+        mask_token="<mask>",
+    )
+
+
+def save_tokenizer(tok: Tokenizer, folder: Path, model_max_length: int = 128) -> Path:
+    """Write `tokenizer.json` plus the HF side files, so `AutoTokenizer.from_pretrained(folder)` works too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / "tokenizer.json"
+    tok.save(str(file))
+    to_hf_tokenizer(file, model_max_length).save_pretrained(str(folder))
+    return file
+
+
+def batched(texts: Iterable[str], size: int, max_chars: int = 1 << 62) -> Iterator[list[str]]:
+    """Group a text stream into lists of at most `size` texts and about `max_chars` characters (what
+    `encode_batch` and the workers like; the character cap bounds memory for long documents)."""
+    batch: list[str] = []
+    chars = 0
+    for text in texts:
+        batch.append(text)
+        chars += len(text)
+        if len(batch) == size or chars >= max_chars:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch

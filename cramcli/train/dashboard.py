@@ -1,0 +1,49 @@
+"""Live progress: a rich panel on a terminal, plain log lines otherwise (CI, files, --quiet pipes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Dashboard:
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.live: Live | None = None
+        if enabled and console.is_terminal:
+            self.live = Live(console=console, refresh_per_second=2, transient=False)
+            self.live.start()
+
+    def update(self, s: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        mfu = f"{s['mfu']:.1%}" if s.get("mfu") is not None else "n/a"
+        if self.live is None:
+            self.console.print(
+                f"step {s['step']} loss {s['loss_ema']:.4f} lr {s['lr']:.2e} batch {s['batch_size']} "
+                f"tok/s {s['tokens_per_s']:.0f} mfu {mfu} budget {s['fraction']:.1%} "
+                f"elapsed {_fmt_time(s['elapsed_s'])} eta {_fmt_time(s['eta_s'])}",
+                highlight=False,
+            )
+            return
+        table = Table(title="cram pretrain", show_header=False)
+        for key, value in [
+            ("micro-step", str(s["step"])), ("loss (EMA)", f"{s['loss_ema']:.4f}"), ("LR", f"{s['lr']:.3e}"),
+            ("batch size", str(s["batch_size"])), ("tokens/s", f"{s['tokens_per_s']:,.0f}"), ("MFU", mfu),
+            ("budget spent", f"{s['fraction']:.1%} ({_fmt_time(s['elapsed_s'])})"), ("ETA", _fmt_time(s["eta_s"])),
+        ]:
+            table.add_row(key, value)
+        self.live.update(table)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()

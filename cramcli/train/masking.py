@@ -1,0 +1,45 @@
+"""On-device MLM masking: v1 Bernoulli with the 80/10/10 rule, v2 an exact share of every row (recipe §2.4, §2.7)."""
+
+from __future__ import annotations
+
+import torch
+
+from cramcli.budgets import MaskingBudget
+
+IGNORE = -100
+
+
+def mask_tokens(
+    ids: torch.Tensor,
+    masking: MaskingBudget,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: tuple[int, ...],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, S] token ids → (masked inputs, labels with −100 where nothing is predicted)."""
+    if masking.scheme == "bernoulli":
+        selected = torch.rand(ids.shape, device=ids.device, generator=generator) < masking.rate
+        for sid in special_ids:  # v1 never masks special tokens
+            selected &= ids != sid
+        # Of the selected: mask_token → <mask>, then random_token of the total → a random id, rest unchanged.
+        draw = torch.rand(ids.shape, device=ids.device, generator=generator)
+        to_mask = selected & (draw < masking.mask_token)
+        to_random = selected & (draw >= masking.mask_token) & (draw < masking.mask_token + masking.random_token)
+    else:
+        rows, seq = ids.shape
+        count = round(masking.rate * seq)
+        # A random permutation per row: its first `count` positions are predicted, in order mask/random/keep.
+        order = torch.rand(ids.shape, device=ids.device, generator=generator).argsort(dim=1)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(seq, device=ids.device).expand(rows, seq))
+        n_mask = round(masking.mask_token * count)
+        n_random = round(masking.random_token * count)
+        selected = rank < count
+        to_mask = rank < n_mask
+        to_random = (rank >= n_mask) & (rank < n_mask + n_random)
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
+    random_ids = torch.randint(0, vocab_size, ids.shape, device=ids.device, generator=generator, dtype=ids.dtype)
+    inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(to_random, random_ids, inputs)
+    return inputs, labels

@@ -1,0 +1,51 @@
+"""Shared helpers of the pretrain tests: a tiny prepared-data folder with a learnable synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
+VOCAB = 64
+SEQ = 32
+
+
+def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
+    """Rows alternate two random words and end in <sep>: a masked token is predictable from its neighbours
+    (a copy task a tiny model learns in a few dozen steps), so the MLM loss falls far below log(vocab)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)} | {f"w{i}": i for i in range(len(SPECIALS), VOCAB)}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    tok.add_special_tokens(SPECIALS)
+    tok.save(str(folder / "tokenizer.json"))
+    rng = np.random.default_rng(seed)
+    words = VOCAB - len(SPECIALS)
+    pair = rng.integers(0, words, size=(rows, 2)) + len(SPECIALS)
+    data = pair[:, np.arange(SEQ) % 2]
+    data[:, -1] = 5
+    data.astype(np.uint16).tofile(folder / "tokens_00000.bin")
+    manifest = {"format": "cram-prepared/1", "seq_length": SEQ, "vocab_size": VOCAB, "dtype": "uint16",
+                "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows}],
+                "tokenizer": "tokenizer.json", "tokenizer_hash": "test", "content_hash": f"synthetic-{seed}-{rows}",
+                "special_tokens": {t: i for i, t in enumerate(SPECIALS)}, "budget": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def write_budgets(folder: Path, **train_overrides: object) -> tuple[Path, Path]:
+    """Tiny arch + train budget JSON files (fp32, no dropout effect: pretraining runs in eval mode)."""
+    arch = {"layout": "v1", "num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+            "vocab_size": VOCAB, "max_seq_length": SEQ, "classifier": {"head_dim": 32}}
+    train = {"hours": 1.0, "schedule": {"name": "budget-one-cycle"}, "batch_size": 16, "micro_batch_size": 8,
+             "batch_ramp": 0, "precision": "fp32", "log_every_steps": 2, "checkpoint_every_minutes": 60,
+             "optimizer": {"lr": 1e-2}} | train_overrides
+    (folder / "arch.json").write_text(json.dumps(arch))
+    (folder / "train.json").write_text(json.dumps(train))
+    return folder / "train.json", folder / "arch.json"

@@ -1,0 +1,153 @@
+"""`cram pretrain` end to end on a tiny model and a learnable synthetic corpus (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+if not hasattr(pytest.importorskip("cramcli.model"), "CrammedBertForMaskedLM"):  # an empty folder imports too
+    pytest.skip("the model package is not there yet", allow_module_level=True)
+
+from cramcli.stages import pretrain  # noqa: E402
+from cramcli.utils.console import Output  # noqa: E402
+from cramcli.utils.errors import UsageError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pretrain_helpers import write_budgets, write_prepared  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp: Path, out: str, **flags) -> dict:
+    pretrain.run(Output(quiet=True), budget=str(tmp / "train.json"), arch=str(tmp / "arch.json"),
+                 data=tmp / "data", out=tmp / out, device="cpu", **flags)
+    return json.loads((tmp / out / "report.json").read_text())
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    last = sorted((run / "checkpoints").glob("step_*"))[-1]
+    return torch.load(last / "state.pt", weights_only=False)["model"]
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    write_prepared(tmp_path / "data")
+    return tmp_path
+
+
+def test_loss_falls_and_run_folder_is_complete(tmp):
+    write_budgets(tmp, schedule={"name": "budget-one-cycle"})
+    report = _run(tmp, "run", max_steps=120)
+    assert report["stop_reason"] == "max_steps (120)" and report["micro_steps"] == 120
+    assert report["final_loss"] < 0.75 * report["first_loss"]
+    run = tmp / "run"
+    for name in ("final", "metrics.jsonl", "report.json", "loss.svg", "config.json"):
+        assert (run / name).exists(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # step-budget mode: the LR follows one-cycle over micro_steps / max_steps, set at the start of each batch
+    for row in rows:
+        x = (row["step"] - 2) / 120
+        assert row["lr"] == pytest.approx(1e-2 * (2 * x if x < 0.5 else 2 - 2 * x))
+    assert (run / "loss.svg").read_text().startswith("<svg")
+    from cramcli.model.checkpoint import load_pretrained
+
+    assert load_pretrained(run) is not None
+    with pytest.raises(UsageError, match="already exists"):
+        _run(tmp, "run", max_steps=4)
+
+
+def test_resume_is_bitwise_exact(tmp):
+    write_budgets(tmp, schedule={"name": "constant"}, batch_ramp=4)
+    _run(tmp, "full", max_steps=12)
+    _run(tmp, "split", max_steps=6)
+    report = _run(tmp, "split", max_steps=12, resume=True)
+    assert report["micro_steps"] == 12
+    full, split = _weights(tmp / "full"), _weights(tmp / "split")
+    assert all(torch.equal(full[k], split[k]) for k in full)
+
+
+def test_resume_refuses_other_config_and_falls_back_on_corrupt(tmp, capsys):
+    write_budgets(tmp, schedule={"name": "constant"}, keep_checkpoints=2)
+    _run(tmp, "run", max_steps=4)
+    _run(tmp, "run", max_steps=6, resume=True)
+    newest = sorted((tmp / "run" / "checkpoints").glob("step_*"))[-1]
+    (newest / "state.pt").write_bytes(b"garbage")
+    report = _run(tmp, "run", max_steps=8, resume=True)
+    assert report["micro_steps"] == 8
+    write_budgets(tmp, schedule={"name": "constant"}, batch_size=32)
+    with pytest.raises(UsageError, match="another budget"):
+        _run(tmp, "run", max_steps=10, resume=True)
+
+
+def test_data_checks(tmp):
+    write_budgets(tmp)
+    arch = json.loads((tmp / "arch.json").read_text())
+    (tmp / "arch.json").write_text(json.dumps(arch | {"max_seq_length": 16}))
+    with pytest.raises(UsageError, match="seq_length 32 exceeds"):
+        _run(tmp, "run", max_steps=2)
+    write_budgets(tmp, batch_size=512, micro_batch_size=512)
+    with pytest.raises(UsageError, match="cannot fill one micro-batch"):
+        _run(tmp, "run", max_steps=2)
+
+
+def _cli(tmp: Path, out: str, *extra: str) -> list[str]:
+    return ["--budget", str(tmp / "train.json"), "--arch", str(tmp / "arch.json"), "--data", str(tmp / "data"),
+            "--out", str(tmp / out), "--device", "cpu", "--quiet", *extra]
+
+
+def test_sigterm_leaves_resumable_checkpoint(tmp):
+    write_budgets(tmp, schedule={"name": "constant"})
+    proc = subprocess.Popen([sys.executable, "-m", "cramcli", "pretrain", *_cli(tmp, "run", "--max-steps", "100000")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads((tmp / "run" / "report.json").read_text())
+    assert report["stop_reason"].startswith("signal (SIGTERM)")
+    assert (tmp / "run" / "final").is_dir()
+    steps = report["micro_steps"]
+    resumed = _run(tmp, "run", max_steps=steps + 4, resume=True)
+    assert resumed["micro_steps"] == steps + 4
+
+
+def test_ddp_gloo_matches_single_process(tmp):
+    # exact masking: equal predicted tokens per row, so the mean of per-rank means is the global mean
+    write_budgets(tmp, schedule={"name": "constant"}, batch_size=16, micro_batch_size=8,
+                  masking={"scheme": "exact", "rate": 0.25})
+    _run(tmp, "single", max_steps=6)
+    write_budgets(tmp, schedule={"name": "constant"}, batch_size=16, micro_batch_size=4,
+                  masking={"scheme": "exact", "rate": 0.25})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cramcli", "pretrain", *_cli(tmp, "ddp", "--max-steps", "6")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    single, ddp = _weights(tmp / "single"), _weights(tmp / "ddp")
+    for key in single:
+        torch.testing.assert_close(single[key], ddp[key], rtol=1e-4, atol=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp, monkeypatch):
+    write_budgets(tmp, schedule={"name": "constant"}, checkpoint_every_minutes=1e-6)
+    original = pretrain.Trainer._micro_step
+
+    def poisoned(self, *args):
+        loss = original(self, *args)
+        return loss * float("nan") if self.micro_steps >= 4 else loss
+
+    monkeypatch.setattr(pretrain.Trainer, "_micro_step", poisoned)
+    with pytest.raises(pretrain.RunError, match="loss became nan"):
+        _run(tmp, "run", max_steps=20)
+    assert sorted((tmp / "run" / "checkpoints").glob("step_*"))[-1].name == "step_00000004"

@@ -1,0 +1,63 @@
+"""Checkpoint states, metrics and the SVG curve, without a model."""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cramcli.train import checkpointing
+from cramcli.train.metrics import MetricsLog, loss_svg
+from cramcli.train.optim import param_groups
+
+
+def test_keep_last_k_and_fallback(tmp_path):
+    for step in (2, 4, 6):
+        checkpointing.save_state(tmp_path, step, {"step": step}, keep=2)
+    assert [p.name for p in checkpointing.list_states(tmp_path)] == ["step_00000004", "step_00000006"]
+    (tmp_path / "checkpoints" / "step_00000006" / "state.pt").write_bytes(b"truncated")
+    warnings: list[str] = []
+    path, state = checkpointing.load_latest(tmp_path, warn=warnings.append)
+    assert state == {"step": 4} and path.name == "step_00000004"
+    assert "unreadable" in warnings[0] and "step_00000006" in warnings[0]
+
+
+def test_disk_full_keeps_previous_state(tmp_path, monkeypatch):
+    checkpointing.save_state(tmp_path, 2, {"step": 2}, keep=1)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError):
+        checkpointing.save_state(tmp_path, 4, {"step": 4}, keep=1)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
+    assert checkpointing.load_latest(tmp_path)[1] == {"step": 2}
+
+
+def test_rng_roundtrip():
+    state = checkpointing.rng_state()
+    a = (torch.rand(3), np.random.rand(), random.random())
+    checkpointing.set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_param_groups_exclude_by_substring():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    decay, plain = param_groups(model, ["bias"], 0.01)
+    assert len(decay["params"]) == 2 and len(plain["params"]) == 2 and plain["weight_decay"] == 0.0
+
+
+def test_metrics_log_resume_and_svg(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (1, 2, 3):
+        log.log({"step": step, "loss": 5.0 - step})
+    again = MetricsLog(tmp_path / "metrics.jsonl")
+    again.truncate_after(2)
+    assert [r["step"] for r in MetricsLog(tmp_path / "metrics.jsonl").rows] == [1, 2]
+    svg = loss_svg([(r["step"], r["loss"]) for r in again.rows])
+    assert svg.startswith("<svg") and "<polyline" in svg and svg.rstrip().endswith("</svg>")
