@@ -13,8 +13,8 @@ SEQ = 32
 
 
 def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
-    """Rows alternate two random words and end in <sep>: a masked token is predictable from its neighbours
-    (a copy task a tiny model learns in a few dozen steps), so the MLM loss falls far below log(vocab)."""
+    """Each row repeats one random word and ends in <sep>: a masked token is the word every other position
+    holds (a task a tiny model learns in a few dozen steps), so the MLM loss falls far below log(vocab)."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
@@ -27,8 +27,7 @@ def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
     tok.save(str(folder / "tokenizer.json"))
     rng = np.random.default_rng(seed)
     words = VOCAB - len(SPECIALS)
-    pair = rng.integers(0, words, size=(rows, 2)) + len(SPECIALS)
-    data = pair[:, np.arange(SEQ) % 2]
+    data = np.repeat(rng.integers(0, words, size=(rows, 1)) + len(SPECIALS), SEQ, axis=1)
     data[:, -1] = 5
     data.astype(np.uint16).tofile(folder / "tokens_00000.bin")
     manifest = {"format": "cram-prepared/1", "seq_length": SEQ, "vocab_size": VOCAB, "dtype": "uint16",

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from typer.testing import CliRunner
 
+from cramcli import budgets
 from cramcli.budgets import ArchBudget
 from cramcli.cli import app
 
@@ -99,7 +100,8 @@ def test_two_trials_table_json_and_resume(stub_model: tuple[Path, list], tmp_pat
     assert res.exit_code == 0, res.output
     assert "STS-B" in res.output and "RTE" in res.output and "partial average over 2 numbers" in res.output
     assert [c["num_labels"] for c in calls] == [2, 2, 1, 1]
-    assert all(c["head"] == "cls" and c["legacy_ignore_padding"] and c["hidden_dropout"] == 0.1 for c in calls)
+    demo = budgets.load("glue", "demo")
+    assert all(c["head"] == "cls" and c["legacy_ignore_padding"] and c["hidden_dropout"] == demo.dropout for c in calls)
     results = json.loads((out / "results.json").read_text())
     rte = results["tasks"]["rte"]
     assert rte["train_examples_read"] == 40 and rte["dev_examples"] == {"dev": 12}
@@ -107,7 +109,7 @@ def test_two_trials_table_json_and_resume(stub_model: tuple[Path, list], tmp_pat
     assert rte["min"]["RTE"] <= rte["median"]["RTE"] <= rte["max"]["RTE"]
     assert set(results["tasks"]["stsb"]["trials"][0]["metrics"]["dev"]) == {"pearson", "spearman"}
     assert not results["summary"]["average_complete"] and results["summary"]["average_of"] == 2
-    assert json.loads((out / "hparams.json").read_text())["budget"]["batch_size"] == 32
+    assert json.loads((out / "hparams.json").read_text())["budget"]["batch_size"] == demo.batch_size
 
     # Resume: delete one trial; the rerun trains only that one and reproduces it exactly.
     first = json.loads((out / "trials" / "stsb_1.json").read_text())

@@ -44,17 +44,17 @@ def tmp(tmp_path: Path) -> Path:
 
 
 def test_loss_falls_and_run_folder_is_complete(tmp):
-    write_budgets(tmp, schedule={"name": "budget-one-cycle"})
-    report = _run(tmp, "run", max_steps=120)
-    assert report["stop_reason"] == "max_steps (120)" and report["micro_steps"] == 120
+    write_budgets(tmp, schedule={"name": "budget-one-cycle"}, batch_size=8)
+    report = _run(tmp, "run", max_steps=150)
+    assert report["stop_reason"] == "max_steps (150)" and report["micro_steps"] == 150
     assert report["final_loss"] < 0.75 * report["first_loss"]
     run = tmp / "run"
-    for name in ("final", "metrics.jsonl", "report.json", "loss.svg", "config.json"):
+    for name in ("final", "metrics.jsonl", "report.json", "loss.svg", "run-config.json"):
         assert (run / name).exists(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # step-budget mode: the LR follows one-cycle over micro_steps / max_steps, set at the start of each batch
     for row in rows:
-        x = (row["step"] - 2) / 120
+        x = (row["step"] - 1) / 150
         assert row["lr"] == pytest.approx(1e-2 * (2 * x if x < 0.5 else 2 - 2 * x))
     assert (run / "loss.svg").read_text().startswith("<svg")
     from cramcli.model.checkpoint import load_pretrained

@@ -136,7 +136,7 @@ def trial_seed(seed: int, task: str, trial: int) -> int:
 def _checkpoint_dir(path: Path) -> Path:
     from cramcli.model.checkpoint import is_checkpoint
 
-    for candidate in (path, path / "final"):
+    for candidate in (path / "final", path):  # a run folder's final/ first: the run folder has a config of its own
         if candidate.is_dir() and is_checkpoint(candidate):
             return candidate
     raise UsageError(f"--model {path}: not a checkpoint folder (config.json + weights) nor a run folder with final/;"

@@ -215,7 +215,7 @@ class Trainer:
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.metrics.truncate_after(self.micro_steps)
-            write_json(self.run_dir / "config.json", {"train": t.model_dump(mode="json"),
+            write_json(self.run_dir / "run-config.json", {"train": t.model_dump(mode="json"),
                                                       "arch": self.arch.model_dump(mode="json"),
                                                       "data": str(self.data.path), "world_size": self.world,
                                                       "seed": self.seed, "config_key": self.key})
