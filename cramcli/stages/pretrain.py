@@ -27,7 +27,7 @@ from cramcli import budgets
 from cramcli.train import checkpointing
 from cramcli.train.clock import BudgetClock
 from cramcli.train.dashboard import Dashboard
-from cramcli.train.masking import mask_tokens
+from cramcli.train.masking import mask_tokens, static_prediction_rate
 from cramcli.train.metrics import MetricsLog, loss_svg
 from cramcli.train.optim import make_optimizer
 from cramcli.train.schedules import batch_size_at, lr_factor
@@ -186,7 +186,13 @@ class Trainer:
                 shutil.rmtree(self.run_dir)
         self._barrier()
         torch.manual_seed(self.seed)
-        config = CrammedBertConfig.from_arch(self.arch)
+        overrides: dict[str, Any] = {}
+        # Under torch.compile, dynamic sparse prediction's data-dependent shapes mean graph breaks and recompiles:
+        # decode a fixed count instead, sized to the masking rate.
+        if self.arch.sparse_prediction == "static" or (t.compile and self.arch.sparse_prediction == "dynamic"):
+            overrides = {"sparse_prediction": "static", "sparse_rate": static_prediction_rate(
+                t.masking, t.micro_batch_size * self.data.seq_length)}
+        config = CrammedBertConfig.from_arch(self.arch, **overrides)
         model = CrammedBertForMaskedLM(config).to(self.dev)
         # Recipe §2.6: pretraining runs with dropout off (the model in eval mode); gradients still flow.
         model.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -15,9 +16,13 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Dashboard:
+    PLAIN_EVERY_S = 10.0
+    """Plain log lines are rate-limited so a log file stays readable (every row is in metrics.jsonl anyway)."""
+
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.console = console
         self.enabled = enabled
+        self.last_line = -float("inf")
         self.live: Live | None = None
         if enabled and console.is_terminal:
             self.live = Live(console=console, refresh_per_second=2, transient=False)
@@ -28,11 +33,14 @@ class Dashboard:
             return
         mfu = f"{s['mfu']:.1%}" if s.get("mfu") is not None else "n/a"
         if self.live is None:
+            if time.monotonic() - self.last_line < self.PLAIN_EVERY_S:
+                return
+            self.last_line = time.monotonic()
             self.console.print(
                 f"step {s['step']} loss {s['loss_ema']:.4f} lr {s['lr']:.2e} batch {s['batch_size']} "
                 f"tok/s {s['tokens_per_s']:.0f} mfu {mfu} budget {s['fraction']:.1%} "
                 f"elapsed {_fmt_time(s['elapsed_s'])} eta {_fmt_time(s['eta_s'])}",
-                highlight=False,
+                highlight=False, soft_wrap=True,
             )
             return
         table = Table(title="cram pretrain", show_header=False)

@@ -43,3 +43,15 @@ def mask_tokens(
     inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
     inputs = torch.where(to_random, random_ids, inputs)
     return inputs, labels
+
+
+def static_prediction_rate(masking: MaskingBudget, tokens: int) -> float:
+    """Share of a micro-batch's `tokens` that static sparse prediction decodes (fixed shapes for torch.compile).
+
+    Exact masking selects `rate` of every row, so that share is exact. Bernoulli masking selects a varying count
+    (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked position is almost never left out, at the cost
+    of decoding a few unmasked rows whose −100 labels the loss ignores."""
+    if masking.scheme != "bernoulli":
+        return masking.rate
+    sigma = (masking.rate * (1 - masking.rate) / max(tokens, 1)) ** 0.5
+    return min(1.0, masking.rate + 4 * sigma)

@@ -1,0 +1,103 @@
+"""`cram bench` on a tiny arch (CPU, seconds), and torch.compile giving the same loss as eager."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cramcli import budgets
+from cramcli.cli import app
+from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
+from cramcli.stages import bench
+from cramcli.train.masking import mask_tokens, static_prediction_rate
+
+TINY = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64", "--vocab", "128"]
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "MIN_SECONDS", 0.05)
+
+
+def test_json_names_the_measured_arch(fast: None, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--budget", "demo", "--device", "cpu", "--threads", "1", "--micro-batch",
+                                   "4", *TINY, "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report == json.loads(out.read_text())
+    seq = budgets.load("arch", "demo").max_seq_length
+    assert report["arch"] == {"layout": "v1", "hidden": 32, "layers": 1, "heads": 2, "intermediate": 64,
+                              "vocab": 128, "seq_len": seq}
+    assert report["threads"] == 1 and report["device"] == "cpu" and report["micro_batch"] == 4
+    (row,) = report["measurements"]
+    assert row["steps"] >= bench.MIN_STEPS and row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0
+    assert row["tokens_per_s"] == pytest.approx(4 * seq / row["step_s"])
+    assert report["mfu"] is None  # no known peak on a CPU
+    assert report["projected_tokens"] == pytest.approx(row["tokens_per_s"] * report["budget_hours"] * 3600)
+    assert report["pretrain_hint"].startswith("cram pretrain --budget demo --micro-batch-size ")
+
+
+def test_peak_override_gives_mfu_and_cpu_picks_one_size(fast: None) -> None:
+    res = CliRunner().invoke(app, ["bench", "--budget", "demo", "--device", "cpu", *TINY, "--peak-tflops", "1",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert len(report["measurements"]) == 1
+    expected = report["tokens_per_s"] * report["flops_per_token"] / 1e12
+    assert report["mfu"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--heads", "3", "--hidden", "32"], "--heads 3"),
+    (["--micro-batch", "0"], "--micro-batch 0"),
+    (["--threads", "-1"], "--threads -1"),
+])
+def test_bad_flags_give_one_line_errors(flags: list[str], names: str) -> None:
+    res = CliRunner().invoke(app, ["bench", "--budget", "demo", "--device", "cpu", *flags])
+    assert res.exit_code == 2
+    assert names in res.output and "Traceback" not in res.output
+
+
+def test_gpu_sizes_double_and_cpu_uses_about_2k_tokens() -> None:
+    assert bench.candidate_sizes(torch.device("cuda"), 128, 128)[:3] == [8, 16, 32]
+    assert bench.candidate_sizes(torch.device("cpu"), 128, 128) == [16]
+    assert bench.candidate_sizes(torch.device("cpu"), 64, 8) == [8]
+
+
+def test_static_rate_leaves_headroom_for_bernoulli_only() -> None:
+    train = budgets.load("train", "demo")
+    v2 = budgets.load("train", "v2")
+    assert static_prediction_rate(v2.masking, 4096) == v2.masking.rate
+    assert train.masking.rate < static_prediction_rate(train.masking, 4096) < train.masking.rate + 0.03
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="inductor needs a C compiler")
+def test_compiled_model_gives_the_eager_loss() -> None:
+    torch.manual_seed(0)
+    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "demo").model_dump(), "num_layers": 1,
+                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+                                              "vocab_size": 128, "max_seq_length": 16})
+    masking = budgets.load("train", "demo").masking
+    config = CrammedBertConfig.from_arch(arch, sparse_prediction="static",
+                                         sparse_rate=static_prediction_rate(masking, 8 * 16))
+    model = CrammedBertForMaskedLM(config).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(7, 128, (8, 16), generator=gen)
+    inputs, labels = mask_tokens(ids, masking, mask_id=6, vocab_size=128, special_ids=tuple(range(7)), generator=gen)
+    eager = model(inputs, labels=labels).loss
+    eager.backward()
+    eager_grad = model.encoder.embedding.word_embedding.weight.grad.clone()
+    model.zero_grad()
+    compiled = torch.compile(model)(inputs, labels=labels).loss
+    compiled.backward()
+    assert compiled.item() == pytest.approx(eager.item(), rel=1e-5)
+    torch.testing.assert_close(model.encoder.embedding.word_embedding.weight.grad, eager_grad, rtol=1e-4, atol=1e-6)
+    # and the same loss as dynamic sparse prediction, which decodes exactly the masked rows
+    dynamic = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).eval()
+    dynamic.load_state_dict(model.state_dict())
+    assert dynamic(inputs, labels=labels).loss.item() == pytest.approx(eager.item(), rel=1e-5)
