@@ -22,6 +22,7 @@ from rich.table import Table
 
 from cramcli import budgets
 from cramcli.utils.console import Output
+from cramcli.utils.cpu import keep_freed_memory
 from cramcli.utils.device import resolve_device
 from cramcli.utils.errors import RunError, UsageError
 from cramcli.utils.flops import gpu_peak_tflops, training_flops_per_token
@@ -68,6 +69,8 @@ def run(
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    else:
+        keep_freed_memory()
     peak = peak_tflops or (gpu_peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None)
     seq = arch_budget.max_seq_length
     flops_token = training_flops_per_token(

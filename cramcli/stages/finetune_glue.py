@@ -25,6 +25,7 @@ from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_n
 from cramcli.glue.tasks import Task, parse_tasks
 from cramcli.utils import atomic
 from cramcli.utils.console import Output
+from cramcli.utils.cpu import keep_freed_memory
 from cramcli.utils.device import resolve_device
 from cramcli.utils.errors import UsageError
 
@@ -64,6 +65,8 @@ def run(
     task_list = parse_tasks(tasks, list(cfg.tasks))
     checkpoint = _checkpoint_dir(Path(model))
     dev = resolve_device(device, gpu)
+    if dev.type == "cpu":
+        keep_freed_memory()
     out = Path(out) if out is not None else Path(model) / "glue"
 
     settings = {"budget": cfg.model_dump(mode="json"), "seed": seed, "max_train_examples": max_train_examples,

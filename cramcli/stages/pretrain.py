@@ -33,6 +33,7 @@ from cramcli.train.optim import make_optimizer
 from cramcli.train.schedules import batch_size_at, lr_factor
 from cramcli.utils.atomic import write_json, write_text
 from cramcli.utils.console import Output
+from cramcli.utils.cpu import keep_freed_memory
 from cramcli.utils.device import resolve_device
 from cramcli.utils.errors import RunError, UsageError
 
@@ -118,6 +119,8 @@ def _fast_math(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    else:
+        keep_freed_memory()
 
 
 def _open_data(data: Path | None, budget_name: str, arch: budgets.ArchBudget) -> Any:
