@@ -101,3 +101,16 @@ def test_compiled_model_gives_the_eager_loss() -> None:
     dynamic = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).eval()
     dynamic.load_state_dict(model.state_dict())
     assert dynamic(inputs, labels=labels).loss.item() == pytest.approx(eager.item(), rel=1e-5)
+
+
+def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
+    from bench.gpu_check import bf16_parity
+
+    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "demo").model_dump(), "num_layers": 1,
+                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+                                              "vocab_size": 128, "max_seq_length": 16})
+    result = bf16_parity(arch, budgets.load("train", "demo"), torch.device("cpu"))
+    assert len(result["fp32"]) == len(result["bf16"]) == result["steps"]
+    assert result["fp32"] != result["bf16"]  # bf16 really ran
+    assert result["ok"] == (result["max_rel_diff"] <= result["tolerance"])
+    assert result["max_rel_diff"] < 0.05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -38,8 +39,22 @@ def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
         raise UsageError(f"{checkpoint}: no tokenizer.json beside the checkpoint; GLUE needs the pretraining tokenizer")
     tok = Tokenizer.from_file(str(path))
     tok.no_padding()
-    tok.enable_truncation(max_length, strategy="longest_first")
+    tok.enable_truncation(min(max_length, model_max_length(checkpoint)), strategy="longest_first")
     return tok
+
+
+def model_max_length(checkpoint: Path) -> int:
+    """The longest input the checkpoint takes (its config's max_seq_length, else its tokenizer's model_max_length);
+    GLUE inputs are cut to it when the budget's max_length is longer, as a demo model's 64 is."""
+    limits = []
+    for name, key in (("config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        try:
+            value = json.loads((checkpoint / name).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int) and 0 < value < 1_000_000:  # HF writes a huge sentinel when unknown
+            limits.append(value)
+    return limits[0] if limits else 1_000_000
 
 
 def encode(tok: Tokenizer, examples: list[Example]) -> Encoded:

@@ -1,0 +1,126 @@
+"""GPU readiness: bf16-vs-fp32 training parity, flash-vs-SDPA parity, and training throughput/MFU of an arch.
+
+Run through `bash bench/gpu_check.sh` (it checks the environment first and never installs anything). Parts:
+1. bf16 parity: the same model, batches and masks trained for a few steps in fp32 and under bf16 autocast;
+   the loss curves must agree within a few per cent.
+2. flash vs SDPA: `bench.flash_check` (skipped, with the reason, when flash-attn does not import).
+3. throughput: `cram bench`'s training step for each micro-batch size, eager and torch.compile'd, with MFU
+   against the GPU's peak from cramcli.utils.flops (or --peak-tflops).
+Prints one table and writes it as JSON (`--out`, default outputs/bench/gpu_check.json). Exit 1 if a parity
+check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PARITY_STEPS = 8
+PARITY_TOLERANCE = 0.03  # relative loss difference per step; bf16 keeps ~3 significant digits
+
+
+def bf16_parity(arch, train, dev) -> dict:
+    import torch
+
+    from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
+    from cramcli.train.masking import mask_tokens
+    from cramcli.train.optim import make_optimizer
+
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).to(dev).eval()
+        optimizer = make_optimizer(model, train.optimizer, dev)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
+        losses = []
+        for _ in range(PARITY_STEPS):
+            inputs, labels = mask_tokens(ids, train.masking, mask_id=6, vocab_size=arch.vocab_size,
+                                         special_ids=tuple(range(7)), generator=gen)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model(inputs, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+        curves[precision] = losses
+    worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
+    return {"steps": PARITY_STEPS, "fp32": curves["fp32"], "bf16": curves["bf16"], "max_rel_diff": worst,
+            "tolerance": PARITY_TOLERANCE, "ok": worst <= PARITY_TOLERANCE}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", default="24")
+    parser.add_argument("--micro-batches", default="64,128,256")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/gpu_check.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device visible to torch; nothing to check")
+        return 1
+    from bench import flash_check
+    from cramcli import budgets
+    from cramcli.stages import bench
+    from cramcli.utils.flops import gpu_peak_tflops, training_flops_per_token
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    dev = torch.device("cuda", 0)
+    arch, train = budgets.load("arch", args.budget), budgets.load("train", args.budget)
+    name = torch.cuda.get_device_name(dev)
+    peak = args.peak_tflops or gpu_peak_tflops(name)
+    print(f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, peak {peak} TFLOP/s (bf16 dense)")
+    result: dict = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "peak_tflops": peak}
+
+    t0 = time.perf_counter()
+    result["bf16_parity"] = parity = bf16_parity(arch, train, dev)
+    print(f"[1] bf16 vs fp32 training parity over {parity['steps']} steps: max relative loss difference "
+          f"{parity['max_rel_diff']:.2e} (≤ {parity['tolerance']}) {'OK' if parity['ok'] else 'FAILED'} "
+          f"[{time.perf_counter() - t0:.0f} s]")
+    print(f"    fp32 {' '.join(f'{x:.4f}' for x in parity['fp32'])}")
+    print(f"    bf16 {' '.join(f'{x:.4f}' for x in parity['bf16'])}")
+
+    t0 = time.perf_counter()
+    print("[2] flash-attn vs SDPA:")
+    flash_rc = flash_check.main(["--repeats", "10"])
+    result["flash_check_exit_code"] = flash_rc
+    print(f"    [{time.perf_counter() - t0:.0f} s]")
+
+    flops = training_flops_per_token(num_layers=arch.num_layers, hidden_size=arch.hidden_size,
+                                     intermediate_size=arch.intermediate_size, vocab_size=arch.vocab_size,
+                                     seq_length=arch.max_seq_length, predicted_fraction=train.masking.rate,
+                                     prediction_head=arch.layout == "v1")
+    step = bench.StepBench(arch, train, dev)
+    rows = []
+    print(f"[3] training step, {arch.num_layers}×{arch.hidden_size} seq {arch.max_seq_length}, {step.precision}:")
+    print(f"    {'micro-batch':>11} {'mode':>9} {'tokens/s':>10} {'step ms':>8} {'MFU':>6} {'peak GB':>8} "
+          f"{'warm-up s':>9}")
+    for compiled in (False,) if args.no_compile else (False, True):
+        for size in (int(s) for s in args.micro_batches.split(",")):
+            row = step.measure(size, compiled)
+            if row is None:
+                print(f"    {size:>11} {'compiled' if compiled else 'eager':>9}  out of memory")
+                continue
+            row["mfu"] = row["tokens_per_s"] * flops / (peak * 1e12) if peak else None
+            rows.append(row)
+            mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+            print(f"    {size:>11} {'compiled' if compiled else 'eager':>9} {row['tokens_per_s']:>10,.0f} "
+                  f"{row['step_s'] * 1e3:>8.1f} {mfu:>6} {row['peak_memory_mb'] / 1024:>8.1f} {row['warmup_s']:>9.1f}")
+    result["throughput"] = rows
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"saved {args.out}")
+    return 0 if parity["ok"] and flash_rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
