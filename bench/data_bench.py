@@ -86,7 +86,10 @@ def main() -> int:
               f" peak RSS {r['peak_rss_mib']} MiB; phases {r['timings_s']}")
     ok = growth <= MAX_RSS_GROWTH
     print(f"  peak RSS growth 10% → 100%: {growth:+.1%} (limit +{MAX_RSS_GROWTH:.0%}): {'ok' if ok else 'FAILED'}")
-    print(json.dumps({"data_bench": results, "rss_growth": round(growth, 4)}))
+    out = Path("outputs/bench/data.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"data_bench": results, "rss_growth": round(growth, 4)}, indent=2))
+    print(f"  saved {out}")
     return 0 if ok else 1
 
 

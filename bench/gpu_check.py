@@ -46,7 +46,7 @@ def bf16_parity(arch, train, dev) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         curves[precision] = losses
     worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
     return {"steps": PARITY_STEPS, "fp32": curves["fp32"], "bf16": curves["bf16"], "max_rel_diff": worst,

@@ -121,5 +121,11 @@ def test_offline_without_glue_dir_says_where_to_put_files(monkeypatch: pytest.Mo
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    # The libraries read the offline switches at import; another test may have imported them already.
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UsageError, match=r"pass --glue-dir DIR with the original folders \(RTE/train.tsv"):
         load_task(TASKS["rte"], None)

@@ -61,3 +61,23 @@ def test_metrics_log_resume_and_svg(tmp_path):
     assert [r["step"] for r in MetricsLog(tmp_path / "metrics.jsonl").rows] == [1, 2]
     svg = loss_svg([(r["step"], r["loss"]) for r in again.rows])
     assert svg.startswith("<svg") and "<polyline" in svg and svg.rstrip().endswith("</svg>")
+
+
+def test_plain_progress_lines_are_rate_limited(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from cramcli.train.dashboard import Dashboard
+
+    buffer = io.StringIO()
+    dash = Dashboard(Console(file=buffer, force_terminal=False, width=60))
+    row = {"step": 10, "loss_ema": 2.5, "lr": 1e-3, "batch_size": 64, "tokens_per_s": 1234.0, "mfu": None,
+           "fraction": 0.25, "elapsed_s": 75.0, "eta_s": 225.0}
+    dash.update(row)
+    dash.update({**row, "step": 20})  # within PLAIN_EVERY_S of the first: not printed
+    monkeypatch.setattr(Dashboard, "PLAIN_EVERY_S", 0.0)
+    dash.update({**row, "step": 30})
+    lines = buffer.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["10", "30"]  # one line each, however narrow the console
+    assert "loss 2.5000" in lines[0] and "budget 25.0%" in lines[0] and "eta 0:03:45" in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ class MetricsLog:
         if enabled and self.path.exists():  # resume: keep the curve of earlier sessions
             self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         self._tb = _tensorboard(self.path.parent) if enabled else None
+        self._wandb = _wandb(self.path.parent) if enabled else None
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
@@ -28,6 +30,8 @@ class MetricsLog:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":
                     self._tb.add_scalar(key, value, row["step"])
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["step"])
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget lines logged after the checkpoint (they will be logged again)."""
@@ -43,6 +47,18 @@ def _tensorboard(folder: Path) -> Any:
     except Exception:  # tensorboard is optional
         return None
     return SummaryWriter(str(folder / "tensorboard"))
+
+
+def _wandb(folder: Path) -> Any:
+    """Weights & Biases only when the package is there AND the user opted in with WANDB_PROJECT (its own
+    convention), since it talks to a server; the run is named after the run folder."""
+    if not os.environ.get("WANDB_PROJECT"):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        return None
+    return wandb.init(name=folder.name, dir=str(folder), resume="allow")
 
 
 def loss_svg(points: list[tuple[float, float]], title: str = "MLM loss") -> str:
