@@ -75,6 +75,11 @@ def test_vocab_larger_than_the_corpus_supports_is_a_usage_error():
         train_tokenizer(corpus(5), TokenizerBudget(vocab_size=5000), NormalizationBudget())
 
 
+def test_vocab_smaller_than_the_alphabet_is_a_usage_error():
+    with pytest.raises(UsageError, match="smaller than .* characters alone make"):
+        train_tokenizer(corpus(5), TokenizerBudget(vocab_size=100), NormalizationBudget(), vocab_size=20)
+
+
 def test_load_tokenizer_rejects_bad_files_and_foreign_ids(tmp_path, trained):
     with pytest.raises(UsageError, match="cram train-tokenizer"):
         load_tokenizer(tmp_path / "nothing")

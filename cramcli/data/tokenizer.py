@@ -64,6 +64,11 @@ def train_tokenizer(
             f"vocab size {size} is larger than {what()} supports: only {got} tokens reach min_frequency"
             f" {budget.min_frequency}; lower --vocab-size / tokenizer.vocab_size or add more documents"
         )
+    if got > size:  # WordPiece always keeps every character it saw, whatever vocab_size asks for
+        raise UsageError(
+            f"vocab size {size} is smaller than {what()} needs: its {len(SPECIAL_TOKENS)} special tokens and "
+            f"characters alone make {got} tokens; raise --vocab-size / tokenizer.vocab_size"
+        )
     canonicalize_ids(tok)
     add_post_processor(tok)
     check_special_ids(tok, "the trained tokenizer")
