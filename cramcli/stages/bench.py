@@ -80,18 +80,24 @@ def run(
 
     bench = StepBench(arch_budget, train, dev)
     rows: list[dict[str, Any]] = []
-    for compiled in (False, True) if compile else (False,):
-        sizes = [micro_batch] if micro_batch else candidate_sizes(dev, seq, train.micro_batch_size)
-        for size in sizes:
-            output.info(f"measuring micro-batch {size}{' (compiled)' if compiled else ''} …")
-            row = bench.measure(size, compiled)
-            if row is None:  # out of memory: every larger size would be too
-                output.info(f"  micro-batch {size}: out of memory")
-                break
-            row["mfu"] = row["tokens_per_s"] * flops_token / (peak * 1e12) if peak else None
-            rows.append(row)
+    sizes = [micro_batch] if micro_batch else candidate_sizes(dev, seq, train.micro_batch_size)
+    for size in sizes:
+        output.info(f"measuring micro-batch {size} …")
+        row = bench.measure(size, compiled=False)
+        if row is None:  # out of memory: every larger size would be too
+            output.info(f"  micro-batch {size}: out of memory")
+            break
+        rows.append(row)
     if not rows:
         raise RunError(f"not even micro-batch {sizes[0]} fits on {dev}; use a smaller arch or --micro-batch")
+    if compile:  # compiling takes a while per shape: only the fastest eager size
+        size = max(rows, key=lambda r: r["tokens_per_s"])["micro_batch"]
+        output.info(f"measuring micro-batch {size} compiled (the first steps compile) …")
+        row = bench.measure(size, compiled=True)
+        if row is not None:
+            rows.append(row)
+    for row in rows:
+        row["mfu"] = row["tokens_per_s"] * flops_token / (peak * 1e12) if peak else None
 
     best = max(rows, key=lambda r: r["tokens_per_s"])
     fits = [r["micro_batch"] for r in rows if not r["compiled"]]
@@ -146,7 +152,7 @@ class StepBench:
         """Time whole training steps of one micro-batch; None when it does not fit in GPU memory."""
         try:
             return self._measure(micro_batch, compiled)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             return None
         finally:
             if self.dev.type == "cuda":

@@ -294,7 +294,10 @@ class Trainer:
         # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
         # number of ranks (and a resumed run) sees exactly the masks one process would.
         gen = torch.Generator(device=self.dev).manual_seed(self.seed * 1_000_003 + self.micro_steps)
-        ids = torch.from_numpy(rows).to(self.dev, non_blocking=True)
+        ids = torch.from_numpy(rows)
+        if self.dev.type == "cuda":  # page-locked (from torch's caching host allocator): the copy overlaps compute
+            ids = ids.pin_memory()
+        ids = ids.to(self.dev, non_blocking=True)
         inputs, labels = mask_tokens(ids, t.masking, mask_id=MASK_ID, vocab_size=self.data.vocab_size,
                                      special_ids=SPECIAL_IDS, generator=gen)
         lo = self.rank * t.micro_batch_size
