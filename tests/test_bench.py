@@ -114,3 +114,15 @@ def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
     assert result["fp32"] != result["bf16"]  # bf16 really ran
     assert result["ok"] == (result["max_rel_diff"] <= result["tolerance"])
     assert result["max_rel_diff"] < 0.05
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine runs the real check")
+def test_gpu_check_script_says_what_is_missing_and_installs_nothing() -> None:
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cannot run; missing:" in done.stderr and "nvidia-smi" in done.stderr
+    assert "pip install" not in done.stdout  # it only tells what to install elsewhere
