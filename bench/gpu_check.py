@@ -26,26 +26,23 @@ def bf16_parity(arch, train, dev) -> dict:
     import torch
 
     from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-    from cramcli.train.masking import mask_tokens
     from cramcli.train.optim import make_optimizer
+    from cramcli.train.step import apply_gradients, forward_loss, mask_batch
 
     curves = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).to(dev).eval()
         optimizer = make_optimizer(model, train.optimizer, dev)
+        scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling
         gen = torch.Generator(device=dev).manual_seed(0)
         ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
         losses = []
         for _ in range(PARITY_STEPS):
-            inputs, labels = mask_tokens(ids, train.masking, mask_id=6, vocab_size=arch.vocab_size,
-                                         special_ids=tuple(range(7)), generator=gen)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = model(inputs, labels=labels).loss
+            inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen)
+            loss = forward_loss(model, inputs, labels, torch.bfloat16 if precision == "bf16" else None)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(model, optimizer, scaler, train.grad_clip)
             losses.append(float(loss.detach()))
         curves[precision] = losses
     worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
@@ -70,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench import flash_check
     from cramcli import budgets
     from cramcli.stages import bench
-    from cramcli.utils.flops import gpu_peak_tflops, training_flops_per_token
+    from cramcli.utils.device import enable_fast_math
+    from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     dev = torch.device("cuda", 0)
+    enable_fast_math(dev)
     arch, train = budgets.load("arch", args.budget), budgets.load("train", args.budget)
     name = torch.cuda.get_device_name(dev)
-    peak = args.peak_tflops or gpu_peak_tflops(name)
+    peak = args.peak_tflops or device_peak_tflops(dev)
     print(f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, peak {peak} TFLOP/s (bf16 dense)")
     result: dict = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "peak_tflops": peak}
 
@@ -95,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     result["flash_check_exit_code"] = flash_rc
     print(f"    [{time.perf_counter() - t0:.0f} s]")
 
-    flops = training_flops_per_token(num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-                                     intermediate_size=arch.intermediate_size, vocab_size=arch.vocab_size,
-                                     seq_length=arch.max_seq_length, predicted_fraction=train.masking.rate,
-                                     prediction_head=arch.layout == "v1")
+    flops = arch_flops_per_token(arch, arch.max_seq_length, train.masking.rate)
     step = bench.StepBench(arch, train, dev)
     rows = []
     print(f"[3] training step, {arch.num_layers}×{arch.hidden_size} seq {arch.max_seq_length}, {step.precision}:")

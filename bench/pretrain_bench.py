@@ -55,8 +55,8 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
         queue.put({"tokens_per_s": row["tokens_per_s"], "step_s": row["step_s"],
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
         return
-    from cramcli.train.masking import mask_tokens
     from cramcli.train.optim import param_groups
+    from cramcli.train.step import mask_batch
 
     torch.manual_seed(0)
     if side == "reference":
@@ -82,8 +82,7 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
     for step in range(WARMUP + steps):
         if step == WARMUP:
             start = time.perf_counter()
-        inputs, labels = mask_tokens(ids, train.masking, mask_id=6, vocab_size=arch.vocab_size,
-                                     special_ids=tuple(range(7)), generator=gen)
+        inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen)
         model(input_ids=inputs, labels=labels).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()

@@ -18,6 +18,12 @@ from cramcli.train.masking import mask_tokens, static_prediction_rate
 TINY = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64", "--vocab", "128"]
 
 
+def _tiny_arch() -> budgets.ArchBudget:
+    return budgets.ArchBudget.model_validate({**budgets.load("arch", "demo").model_dump(), "num_layers": 1,
+                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+                                              "vocab_size": 128, "max_seq_length": 16})
+
+
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "MIN_SECONDS", 0.05)
@@ -79,9 +85,7 @@ def test_static_rate_leaves_headroom_for_bernoulli_only() -> None:
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="inductor needs a C compiler")
 def test_compiled_model_gives_the_eager_loss() -> None:
     torch.manual_seed(0)
-    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "demo").model_dump(), "num_layers": 1,
-                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
-                                              "vocab_size": 128, "max_seq_length": 16})
+    arch = _tiny_arch()
     masking = budgets.load("train", "demo").masking
     config = CrammedBertConfig.from_arch(arch, sparse_prediction="static",
                                          sparse_rate=static_prediction_rate(masking, 8 * 16))
@@ -106,9 +110,7 @@ def test_compiled_model_gives_the_eager_loss() -> None:
 def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
     from bench.gpu_check import bf16_parity
 
-    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "demo").model_dump(), "num_layers": 1,
-                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
-                                              "vocab_size": 128, "max_seq_length": 16})
+    arch = _tiny_arch()
     result = bf16_parity(arch, budgets.load("train", "demo"), torch.device("cpu"))
     assert len(result["fp32"]) == len(result["bf16"]) == result["steps"]
     assert result["fp32"] != result["bf16"]  # bf16 really ran

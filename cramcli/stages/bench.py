@@ -22,12 +22,10 @@ from rich.table import Table
 
 from cramcli import budgets
 from cramcli.utils.console import Output
-from cramcli.utils.cpu import keep_freed_memory
-from cramcli.utils.device import resolve_device
+from cramcli.utils.device import enable_fast_math, resolve_device
 from cramcli.utils.errors import RunError, UsageError
-from cramcli.utils.flops import gpu_peak_tflops, training_flops_per_token
+from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
-MASK_ID, SPECIAL_IDS = 6, tuple(range(7))
 CPU_TOKENS_PER_MICRO_BATCH = 2048
 """On a CPU the throughput hardly depends on the micro-batch once matmuls have a few thousand rows."""
 GPU_MAX_MICRO_BATCH = 4096
@@ -66,17 +64,10 @@ def run(
     dev = resolve_device(device, gpu)
     if threads is not None:
         torch.set_num_threads(threads)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        keep_freed_memory()
-    peak = peak_tflops or (gpu_peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None)
+    enable_fast_math(dev)
+    peak = peak_tflops or device_peak_tflops(dev)
     seq = arch_budget.max_seq_length
-    flops_token = training_flops_per_token(
-        num_layers=arch_budget.num_layers, hidden_size=arch_budget.hidden_size,
-        intermediate_size=arch_budget.intermediate_size, vocab_size=arch_budget.vocab_size, seq_length=seq,
-        predicted_fraction=train.masking.rate, prediction_head=arch_budget.layout == "v1")
+    flops_token = arch_flops_per_token(arch_budget, seq, train.masking.rate)
 
     bench = StepBench(arch_budget, train, dev)
     rows: list[dict[str, Any]] = []
@@ -160,8 +151,9 @@ class StepBench:
 
     def _measure(self, micro_batch: int, compiled: bool) -> dict[str, Any]:
         from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-        from cramcli.train.masking import mask_tokens, static_prediction_rate
+        from cramcli.train.masking import static_prediction_rate
         from cramcli.train.optim import make_optimizer
+        from cramcli.train.step import apply_gradients, autocast_dtype, forward_loss, mask_batch
 
         torch.manual_seed(0)
         rate = static_prediction_rate(self.train.masking, micro_batch * self.arch.max_seq_length)
@@ -171,24 +163,17 @@ class StepBench:
         model.eval()  # pretraining runs without dropout (recipe §2.6)
         optimizer = make_optimizer(model, self.train.optimizer, self.dev)
         forward = torch.compile(model) if compiled else model
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        dtype = autocast_dtype(self.train.precision, self.dev)
         scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         gen = torch.Generator(device=self.dev).manual_seed(0)
         ids = torch.randint(7, self.arch.vocab_size, (micro_batch, self.arch.max_seq_length), device=self.dev,
                             generator=gen)
 
         def step() -> torch.Tensor:
-            inputs, labels = mask_tokens(ids, self.train.masking, mask_id=MASK_ID, vocab_size=self.arch.vocab_size,
-                                         special_ids=SPECIAL_IDS, generator=gen)
-            with torch.autocast(self.dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = forward(inputs, labels=labels).loss
+            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen)
+            loss = forward_loss(forward, inputs, labels, dtype)
             scaler.scale(loss).backward()
-            if self.train.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            apply_gradients(model, optimizer, scaler, self.train.grad_clip)
             return loss.detach()
 
         if self.dev.type == "cuda":

@@ -27,18 +27,16 @@ from cramcli import budgets
 from cramcli.train import checkpointing
 from cramcli.train.clock import BudgetClock
 from cramcli.train.dashboard import Dashboard
-from cramcli.train.masking import mask_tokens, static_prediction_rate
+from cramcli.train.masking import static_prediction_rate
 from cramcli.train.metrics import MetricsLog, loss_svg
 from cramcli.train.optim import make_optimizer
 from cramcli.train.schedules import batch_size_at, lr_factor
+from cramcli.train.step import apply_gradients, autocast_dtype, forward_loss, mask_batch
 from cramcli.utils.atomic import write_json, write_text
 from cramcli.utils.console import Output
-from cramcli.utils.cpu import keep_freed_memory
-from cramcli.utils.device import resolve_device
+from cramcli.utils.device import enable_fast_math, resolve_device
 from cramcli.utils.errors import RunError, UsageError
-
-SPECIAL_IDS = (0, 1, 2, 3, 4, 5, 6)  # <pad> <s> </s> <unk> <cls> <sep> <mask>, fixed across cram tokenizers
-MASK_ID = 6
+from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
 
 def run(
@@ -97,7 +95,7 @@ def _distributed(device: str | None, gpu: int | None) -> Iterator[tuple[torch.de
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         dev = resolve_device(device, gpu)
-        _fast_math(dev)
+        enable_fast_math(dev)
         yield dev, 0, 1
         return
     import torch.distributed as dist
@@ -108,19 +106,11 @@ def _distributed(device: str | None, gpu: int | None) -> Iterator[tuple[torch.de
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    _fast_math(dev)
+    enable_fast_math(dev)
     try:
         yield dev, rank, world
     finally:
         dist.destroy_process_group()
-
-
-def _fast_math(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        keep_freed_memory()
 
 
 def _open_data(data: Path | None, budget_name: str, arch: budgets.ArchBudget) -> Any:
@@ -202,7 +192,7 @@ class Trainer:
         self.model = model
         self.optimizer = make_optimizer(model, t.optimizer, self.dev)
         use_cuda = self.dev.type == "cuda"
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision) if use_cuda else None
+        self.autocast_dtype = autocast_dtype(t.precision, self.dev)
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_cuda and t.precision == "fp16")
         if state is not None:
             model.load_state_dict(state["model"])
@@ -238,8 +228,9 @@ class Trainer:
         t, S = self.train_budget, self.data.seq_length
         clock = BudgetClock(t.hours * 3600, self.elapsed_offset, t.max_steps)
         global_micro = t.micro_batch_size * self.world
-        flops_token = _flops_per_token(self.arch, S, t.masking.rate)
-        peak = _peak_flops(self.dev)
+        flops_token = arch_flops_per_token(self.arch, S, t.masking.rate)
+        tflops = device_peak_tflops(self.dev)
+        peak = tflops * 1e12 if tflops else None
         dash = Dashboard(self.output.console, enabled=self.rank == 0 and not self.output.quiet)
         batch = t.batch_size
         accumulated, loss_sum, loss_count = 0, torch.zeros((), device=self.dev), 0
@@ -298,14 +289,12 @@ class Trainer:
         if self.dev.type == "cuda":  # page-locked (from torch's caching host allocator): the copy overlaps compute
             ids = ids.pin_memory()
         ids = ids.to(self.dev, non_blocking=True)
-        inputs, labels = mask_tokens(ids, t.masking, mask_id=MASK_ID, vocab_size=self.data.vocab_size,
-                                     special_ids=SPECIAL_IDS, generator=gen)
+        inputs, labels = mask_batch(ids, t.masking, self.data.vocab_size, gen)
         lo = self.rank * t.micro_batch_size
         inputs, labels = inputs[lo: lo + t.micro_batch_size], labels[lo: lo + t.micro_batch_size]
         no_sync = self.forward.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()
-        with no_sync, torch.autocast(self.dev.type, dtype=self.autocast_dtype or torch.float32,
-                                     enabled=self.autocast_dtype is not None):
-            loss = self.forward(inputs, labels=labels).loss
+        with no_sync:
+            loss = forward_loss(self.forward, inputs, labels, self.autocast_dtype)
         self.scaler.scale(loss / accum).backward()
         return loss
 
@@ -331,12 +320,7 @@ class Trainer:
                            f"in {self.run_dir / 'checkpoints'} — lower the learning rate or use precision bf16/fp32")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if t.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        apply_gradients(self.model, self.optimizer, self.scaler, t.grad_clip)
         self.optimizer_steps += 1
         return value
 
@@ -432,24 +416,6 @@ class Trainer:
                       "world_size": self.world, "device": str(self.dev), "data": str(self.data.path)}
         self._barrier()
         return report
-
-
-def _flops_per_token(arch: budgets.ArchBudget, seq_length: int, rate: float) -> float:
-    from cramcli.utils.flops import training_flops_per_token
-
-    return training_flops_per_token(num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-                                    intermediate_size=arch.intermediate_size, vocab_size=arch.vocab_size,
-                                    seq_length=seq_length, predicted_fraction=rate,
-                                    prediction_head=arch.layout == "v1")
-
-
-def _peak_flops(dev: torch.device) -> float | None:
-    from cramcli.utils.flops import gpu_peak_tflops
-
-    if dev.type != "cuda":
-        return None
-    tflops = gpu_peak_tflops(torch.cuda.get_device_name(dev))
-    return tflops * 1e12 if tflops else None
 
 
 def _table(report: dict[str, Any]) -> Table:

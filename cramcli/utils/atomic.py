@@ -21,7 +21,8 @@ def _umask() -> int:
 
 
 # mkstemp/mkdtemp create private (0600/0700) entries; results get the modes a plain open()/mkdir() would give.
-_FILE_MODE, _DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+_MASK = _umask()
+_FILE_MODE, _DIR_MODE = 0o666 & ~_MASK, 0o777 & ~_MASK
 
 
 def write_bytes(path: Path, data: bytes) -> None:

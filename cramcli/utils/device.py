@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cramcli.utils.cpu import keep_freed_memory
 from cramcli.utils.errors import UsageError
 
 
@@ -28,3 +29,12 @@ def resolve_device(device: str | None, gpu: int | None) -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise UsageError(f"--device {device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
     return dev
+
+
+def enable_fast_math(dev: torch.device) -> None:
+    """TF32 matmuls on CUDA; on a CPU, keep freed buffers in the process (see utils/cpu.py)."""
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        keep_freed_memory()

@@ -6,6 +6,13 @@ recomputation, no attention-kernel overheads), as in the PaLM paper's appendix B
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from cramcli.budgets import ArchBudget
+
 # Peak dense (not sparse) bf16/fp16 tensor-core TFLOP/s per GPU, from the vendors' data sheets. Matched by
 # substring of torch.cuda.get_device_name(); the first match wins, so more specific names come first.
 GPU_PEAK_TFLOPS: list[tuple[str, float]] = [
@@ -39,6 +46,23 @@ def gpu_peak_tflops(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return tflops
     return None
+
+
+def device_peak_tflops(device: torch.device) -> float | None:
+    """The peak of a CUDA device from the table; None on a CPU or for an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return gpu_peak_tflops(torch.cuda.get_device_name(device))
+
+
+def arch_flops_per_token(arch: ArchBudget, seq_length: int, predicted_fraction: float) -> float:
+    """`training_flops_per_token` for an arch budget (v1 has the prediction head, v2 does not)."""
+    return training_flops_per_token(
+        num_layers=arch.num_layers, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+        vocab_size=arch.vocab_size, seq_length=seq_length, predicted_fraction=predicted_fraction,
+        prediction_head=arch.layout == "v1")
 
 
 def training_flops_per_token(
