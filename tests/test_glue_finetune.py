@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cramcli import budgets
 from cramcli.budgets import ArchBudget
 from cramcli.cli import app
+from cramcli.model import checkpoint
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
 WORDS = ["the", "a", "cat", "dog", "sat", "ran", "on", "mat", "fast", "slow", "big", "small", "red", "blue", "is",
@@ -72,6 +73,7 @@ def stub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, l
     calls: list[dict] = []
     fake = types.ModuleType("cramcli.model.checkpoint")
     fake.is_checkpoint = lambda p: (Path(p) / "config.json").exists()  # type: ignore[attr-defined]
+    fake.resolve = checkpoint.resolve  # type: ignore[attr-defined]  # the real run-folder → final/ rule
 
     def load_pretrained(path: Path, head: str = "mlm", num_labels: int | None = None, **over: object) -> torch.nn.Module:
         calls.append({"head": head, "num_labels": num_labels, **over})

@@ -137,11 +137,12 @@ def trial_seed(seed: int, task: str, trial: int) -> int:
 
 
 def _checkpoint_dir(path: Path) -> Path:
-    from cramcli.model.checkpoint import is_checkpoint
+    """The checkpoint folder itself: a run folder resolves to its `final/` (where the tokenizer is too)."""
+    from cramcli.model.checkpoint import is_checkpoint, resolve
 
-    for candidate in (path / "final", path):  # a run folder's final/ first: the run folder has a config of its own
-        if candidate.is_dir() and is_checkpoint(candidate):
-            return candidate
+    folder = resolve(path)
+    if folder.is_dir() and is_checkpoint(folder):
+        return folder
     raise UsageError(f"--model {path}: not a checkpoint folder (config.json + weights) nor a run folder with final/;"
                      " pass a `cram pretrain` run or an exported checkpoint")
 
