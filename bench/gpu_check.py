@@ -23,27 +23,26 @@ PARITY_TOLERANCE = 0.03  # relative loss difference per step; bf16 keeps ~3 sign
 
 
 def bf16_parity(arch, train, dev) -> dict:
+    """The trainer's own step (cramcli.train.step.TrainStep) in fp32 and under bf16 autocast, same batches."""
     import torch
 
-    from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-    from cramcli.train.optim import make_optimizer
-    from cramcli.train.step import apply_gradients, forward_loss, mask_batch
+    from cramcli import budgets
+    from cramcli.train.step import TrainStep, mask_batch
 
     curves = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).to(dev).eval()
-        optimizer = make_optimizer(model, train.optimizer, dev)
-        scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16 needs no loss scaling
+        budget = budgets.TrainBudget.model_validate({**train.model_dump(), "precision": precision})
+        step = TrainStep(arch, budget, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length)
+        if precision == "bf16":  # on a CPU too (the trainer keeps CPUs in fp32), so the tests can run this check
+            step.dtype = torch.bfloat16
         gen = torch.Generator(device=dev).manual_seed(0)
         ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
         losses = []
         for _ in range(PARITY_STEPS):
-            inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen)
-            loss = forward_loss(model, inputs, labels, torch.bfloat16 if precision == "bf16" else None)
-            loss.backward()
-            apply_gradients(model, optimizer, scaler, train.grad_clip)
-            losses.append(float(loss.detach()))
+            inputs, labels = mask_batch(ids, budget.masking, arch.vocab_size, gen)
+            losses.append(float(step.micro_step(inputs, labels)))
+            step.update(budget.optimizer.lr)
         curves[precision] = losses
     worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
     return {"steps": PARITY_STEPS, "fp32": curves["fp32"], "bf16": curves["bf16"], "max_rel_diff": worst,
@@ -67,11 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench import flash_check
     from cramcli import budgets
     from cramcli.stages import bench
-    from cramcli.utils.device import enable_fast_math
+    from cramcli.utils.device import setup_device
     from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
-    dev = torch.device("cuda", 0)
-    enable_fast_math(dev)
+    dev = setup_device("cuda:0", None)
     arch, train = budgets.load("arch", args.budget), budgets.load("train", args.budget)
     name = torch.cuda.get_device_name(dev)
     peak = args.peak_tflops or device_peak_tflops(dev)

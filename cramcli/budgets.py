@@ -8,8 +8,10 @@ Every problem in a file is reported as one line `file: field.path: message (allo
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -220,10 +222,13 @@ class TrainBudget(_Strict):
     0 = full batch from the start."""
     grad_clip: Annotated[float, Field(ge=0.0, le=1e6)] = 0.5
     """Clip the global gradient L2 norm to this (0 = off)."""
+    schedule_clock: Literal["time", "steps"] = "time"
+    """What the LR schedule and a fractional batch ramp follow: `time`, the share of `hours` spent (the recipe);
+    `steps`, the share of `max_steps` done (deterministic, so a resume is bitwise exact; needs `max_steps`)."""
     max_steps: PositiveInt | None = None
-    """Optional cap on micro-steps (the budget still bounds time)."""
+    """Stop after this many micro-steps (a cap: with `schedule_clock: time` it never shapes the schedule)."""
     max_tokens: PositiveInt | None = None
-    """Optional cap on training tokens."""
+    """Stop after this many training tokens (a cap)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     """Autocast dtype on CUDA (fp16 uses a GradScaler); the CPU always trains in fp32."""
     compile: bool = False
@@ -239,6 +244,8 @@ class TrainBudget(_Strict):
             raise ValueError(
                 f"batch_size {self.batch_size} must be a multiple of micro_batch_size {self.micro_batch_size}"
             )
+        if self.schedule_clock == "steps" and self.max_steps is None:
+            raise ValueError("schedule_clock 'steps' needs max_steps (the schedule runs over that many micro-steps)")
         return self
 
 
@@ -327,6 +334,18 @@ def resolve_path(kind: str, name_or_path: str | Path) -> Path:
     return path
 
 
+def label(name_or_path: str | Path) -> str:
+    """The one short name a budget goes by in default folder names: `24` for the preset `24` and for the file
+    `budgets/train_budget_hours_24.json` alike (so every kind of the same preset finds the others' folders); a
+    custom file's name without `.json` otherwise."""
+    text = str(name_or_path)
+    if not (text.endswith(".json") or "/" in text):
+        return text
+    stem = Path(text).stem
+    kind, sep, rest = stem.partition("_budget_")
+    return _display_name(rest) if sep and kind in KINDS else stem
+
+
 def load(kind: str, name_or_path: str | Path) -> Any:
     """Read and validate one budget; every problem becomes one line of a `UsageError` (exit 2)."""
     path = resolve_path(kind, name_or_path)
@@ -368,6 +387,61 @@ def parse(kind: str, path: Path | str, data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         raise UsageError(*(f"{path}: {format_error(err)}" for err in exc.errors())) from None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated budget and where each of its fields came from: the preset or file, a flag, or the default."""
+
+    budget: Any
+    sources: dict[str, str]
+
+
+def resolve(kind: str, name_or_path: str | Path, flags: dict[str, tuple[str, Any]] | None = None) -> Resolved:
+    """Load a budget with command-line overrides, validated as one document, so a flag gets exactly the checks a
+    value in the file gets. `flags` maps a field path (`hours`, `optimizer.lr`) to (the flag as typed, its value);
+    a None value means the flag was not given."""
+    path = resolve_path(kind, name_or_path)
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        parse(kind, path, raw)  # raises the one-line error for a non-object
+    given = {field: fv for field, fv in (flags or {}).items() if fv[1] is not None}
+    merged = copy.deepcopy(raw)
+    for field, (_, value) in given.items():
+        _set_path(merged, field, value)
+    try:
+        budget = MODELS[kind].model_validate(merged)
+    except ValidationError as exc:
+        raise UsageError(*(_override_error(path, err, given) for err in exc.errors())) from None
+    origin = f"file {path}" if Path(str(name_or_path)).suffix == ".json" or "/" in str(name_or_path) else \
+        f"preset {name_or_path} ({path.name})"
+    sources = {field: (given[field][0] if field in given else origin if _has_path(raw, field) else "default")
+               for field, _, _ in flatten(budget)}
+    return Resolved(budget, sources)
+
+
+def _set_path(data: dict[str, Any], field: str, value: Any) -> None:
+    *parents, leaf = field.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[leaf] = value
+
+
+def _has_path(data: Any, field: str) -> bool:
+    for part in field.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _override_error(path: Path, err: Any, given: dict[str, tuple[str, Any]]) -> str:
+    loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-after"))
+    if loc in given:
+        flag, value = given[loc]
+        return f"{flag} {value}: {format_error(err).partition(': ')[2]}"
+    with_flags = " with " + " ".join(f"{flag} {value}" for flag, value in given.values()) if given else ""
+    return f"{path}{with_flags}: {format_error(err)}"
 
 
 def format_error(err: Any) -> str:

@@ -128,6 +128,7 @@ def pretrain(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps.")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option("--peak-tflops", help="Peak TFLOP/s of one device for MFU (default: the known-GPU table).")] = None,
     device: DeviceOpt = None,
     gpu: GpuOpt = None,
     seed: SeedOpt = 0,
@@ -143,7 +144,7 @@ def pretrain(
     """
     _run_stage("pretrain", json_mode, quiet, verbose, budget=budget, arch=arch, hours=hours, data=data, out=out,
                resume=resume, max_steps=max_steps, micro_batch_size=micro_batch_size, compile=compile,
-               device=device, gpu=gpu, seed=seed, force=force)
+               peak_tflops=peak_tflops, device=device, gpu=gpu, seed=seed, force=force)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ if not hasattr(pytest.importorskip("cramcli.model"), "CrammedBertForMaskedLM"): 
     pytest.skip("the model package is not there yet", allow_module_level=True)
 
 from cramcli.stages import pretrain  # noqa: E402
+from cramcli.train.trainer import Trainer  # noqa: E402
 from cramcli.utils.console import Output  # noqa: E402
 from cramcli.utils.errors import UsageError  # noqa: E402
 
@@ -34,7 +35,7 @@ def _run(tmp: Path, out: str, **flags) -> dict:
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     last = sorted((run / "checkpoints").glob("step_*"))[-1]
-    return torch.load(last / "state.pt", weights_only=False)["model"]
+    return torch.load(last / "state.pt", weights_only=False)["model"]["weights"]
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def tmp(tmp_path: Path) -> Path:
 
 
 def test_loss_falls_and_run_folder_is_complete(tmp):
-    write_budgets(tmp, schedule={"name": "budget-one-cycle"}, batch_size=8)
+    write_budgets(tmp, schedule={"name": "budget-one-cycle"}, batch_size=8, schedule_clock="steps")
     report = _run(tmp, "run", max_steps=150)
     assert report["stop_reason"] == "max_steps (150)" and report["micro_steps"] == 150
     assert report["final_loss"] < 0.75 * report["first_loss"]
@@ -52,7 +53,7 @@ def test_loss_falls_and_run_folder_is_complete(tmp):
     for name in ("final", "metrics.jsonl", "report.json", "loss.svg", "run-config.json"):
         assert (run / name).exists(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    # step-budget mode: the LR follows one-cycle over micro_steps / max_steps, set at the start of each batch
+    # step-keyed clock: the LR follows one-cycle over micro_steps / max_steps, set at the start of each batch
     for row in rows:
         x = (row["step"] - 1) / 150
         assert row["lr"] == pytest.approx(1e-2 * (2 * x if x < 0.5 else 2 - 2 * x))
@@ -65,7 +66,7 @@ def test_loss_falls_and_run_folder_is_complete(tmp):
 
 
 def test_resume_is_bitwise_exact(tmp):
-    write_budgets(tmp, schedule={"name": "constant"}, batch_ramp=4)
+    write_budgets(tmp, schedule={"name": "constant"}, batch_ramp=4, schedule_clock="steps", max_steps=12)
     _run(tmp, "full", max_steps=12)
     _run(tmp, "split", max_steps=6)
     report = _run(tmp, "split", max_steps=12, resume=True)
@@ -85,6 +86,14 @@ def test_resume_refuses_other_config_and_falls_back_on_corrupt(tmp, capsys):
     write_budgets(tmp, schedule={"name": "constant"}, batch_size=32)
     with pytest.raises(UsageError, match="another budget"):
         _run(tmp, "run", max_steps=10, resume=True)
+
+
+def test_resume_refuses_a_changed_schedule_clock(tmp):
+    write_budgets(tmp, schedule={"name": "constant"}, schedule_clock="steps", max_steps=4)
+    _run(tmp, "run", max_steps=4)
+    write_budgets(tmp, schedule={"name": "constant"}, schedule_clock="time")
+    with pytest.raises(UsageError, match="schedule followed steps; this budget's schedule_clock is 'time'"):
+        _run(tmp, "run", max_steps=8, resume=True)
 
 
 def test_data_checks(tmp):
@@ -131,23 +140,31 @@ def test_ddp_gloo_matches_single_process(tmp):
                   masking={"scheme": "exact", "rate": 0.25})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cramcli", "pretrain", *_cli(tmp, "ddp", "--max-steps", "6")]
+           "-m", "cramcli", "pretrain", *_cli(tmp, "ddp", "--max-steps", "6", "--peak-tflops", "2.5")]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=180)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     single, ddp = _weights(tmp / "single"), _weights(tmp / "ddp")
     for key in single:
         torch.testing.assert_close(single[key], ddp[key], rtol=1e-4, atol=1e-5)
+    # MFU under DDP: tokens/s counts both ranks, so the peak is both devices' (2 × 2.5 TFLOP/s)
+    from cramcli import budgets
+    from cramcli.utils.flops import arch_flops_per_token
+
+    arch = budgets.load("arch", tmp / "arch.json")
+    flops = arch_flops_per_token(arch, 32, 0.25)
+    rows = [json.loads(line) for line in (tmp / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all(r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / (2 * 2.5e12)) for r in rows)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp, monkeypatch):
     write_budgets(tmp, schedule={"name": "constant"}, checkpoint_every_minutes=1e-6)
-    original = pretrain.Trainer._micro_step
+    original = Trainer._micro_step
 
-    def poisoned(self, *args):
-        loss = original(self, *args)
-        return loss * float("nan") if self.micro_steps >= 4 else loss
+    def poisoned(self, **kwargs):
+        loss = original(self, **kwargs)
+        return loss * float("nan") if self.progress.micro_steps >= 4 else loss
 
-    monkeypatch.setattr(pretrain.Trainer, "_micro_step", poisoned)
+    monkeypatch.setattr(Trainer, "_micro_step", poisoned)
     with pytest.raises(pretrain.RunError, match="loss became nan"):
         _run(tmp, "run", max_steps=20)
     assert sorted((tmp / "run" / "checkpoints").glob("step_*"))[-1].name == "step_00000004"

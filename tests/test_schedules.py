@@ -1,8 +1,11 @@
 import pytest
 
+from cramcli import budgets
 from cramcli.budgets import ScheduleBudget
-from cramcli.train.clock import BudgetClock
+from cramcli.train.clock import ScheduleClock
 from cramcli.train.schedules import batch_size_at, lr_factor
+from cramcli.train.stopping import StopConditions
+from cramcli.utils.errors import UsageError
 
 
 @pytest.mark.parametrize("x", [0.0, 0.1, 0.5, 0.75, 0.9, 1.0])
@@ -52,10 +55,57 @@ def test_v2_time_ramp_and_none():
     assert batch_size_at(x=0.0, batch_size=64, micro_batch_size=32, ramp=0, micro_steps=0) == 64
 
 
-def test_clock_offset_and_step_budget():
-    clock = BudgetClock(100.0, offset=40.0)
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_clock_offset_and_step_mode():
+    fake = FakeTime()
+    clock = ScheduleClock(100.0, now=fake)
+    clock.load_state_dict({"elapsed": 40.0, "mode": "time"})
     assert clock.elapsed() == 40.0 and clock.fraction(0) == pytest.approx(0.4)
     clock.start()
-    assert 40.0 <= clock.elapsed() < 41.0 and not clock.out_of_time()
-    assert BudgetClock(100.0, offset=10.0, max_steps=200).fraction(50) == 0.25
-    assert BudgetClock(100.0, offset=100.0).out_of_time()
+    fake.now += 10
+    assert clock.elapsed() == 50.0 and clock.state_dict() == {"elapsed": 50.0, "mode": "time"}
+    assert ScheduleClock(100.0, "steps", max_steps=200).fraction(50) == 0.25
+    with pytest.raises(ValueError, match="needs max_steps"):
+        ScheduleClock(100.0, "steps")
+
+
+def test_resume_cannot_change_the_clock_mode():
+    with pytest.raises(ValueError, match="schedule followed steps.*'time'"):
+        ScheduleClock(100.0, "time").load_state_dict({"elapsed": 5.0, "mode": "steps"})
+
+
+def test_v2_schedule_follows_time_and_max_steps_only_stops():
+    """The v2 preset at half its 24 hours and a tenth of its 900,000-step cap: LR and batch are the time-keyed
+    values; the run stops at the cap or the time, whichever comes first."""
+    v2 = budgets.load("train", "v2")
+    assert v2.schedule_clock == "time" and v2.max_steps == 900_000
+    assert budgets.load("train", "24").schedule_clock == "time" and budgets.load("train", "24").max_steps == 600_000
+    fake = FakeTime()
+    clock = ScheduleClock(v2.hours * 3600, v2.schedule_clock, v2.max_steps, now=fake)
+    stops = StopConditions(v2)
+    clock.start()
+    fake.now += 12 * 3600
+    steps = 90_000
+    x = clock.fraction(steps)
+    assert x == pytest.approx(0.5)  # a step-keyed clock would say 0.1
+    assert lr_factor(v2.schedule, x) == pytest.approx(0.75)  # triangle2: 0.25 + x
+    batch = batch_size_at(micro_steps=steps, x=x, batch_size=v2.batch_size, micro_batch_size=v2.micro_batch_size,
+                          ramp=v2.batch_ramp)
+    assert batch == (int(0.5 * 8192 / 0.6 / 128) + 1) * 128
+    assert stops.should_stop(micro_steps=steps, tokens=0, elapsed=clock.elapsed()) == ""
+    assert stops.should_stop(micro_steps=900_000, tokens=0, elapsed=clock.elapsed()) == "max_steps (900000)"
+    fake.now += 12 * 3600
+    assert clock.fraction(steps) == 1.0 and lr_factor(v2.schedule, 1.0) == 0.0  # cooled down at the end
+    assert stops.should_stop(micro_steps=steps, tokens=0, elapsed=clock.elapsed()) == "time budget (24 h)"
+
+
+def test_steps_mode_needs_max_steps_in_the_budget():
+    with pytest.raises(UsageError, match="schedule_clock 'steps' needs max_steps"):
+        budgets.parse("train", "t.json", {"schedule_clock": "steps"})

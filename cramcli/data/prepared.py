@@ -34,6 +34,26 @@ def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | Non
     return path if (path / "manifest.json").is_file() else None
 
 
+def open_for_training(data: Path | None, budget_label: str, arch: Any) -> PreparedData:
+    """The prepared data `cram pretrain` trains on (`--data`, else what prepare-data wrote last for the same
+    budget name), checked against the arch: vocabulary, sequence length, tokenizer present."""
+    if data is None:
+        data = default_prepared_dir(budget_label)
+        if data is None:
+            raise UsageError(f"no prepared data for budget {budget_label!r}; run `cram prepare-data --budget "
+                             f"{budget_label}` first or pass --data FOLDER")
+    prepared = PreparedData(data)
+    if prepared.vocab_size > arch.vocab_size:
+        raise UsageError(f"{prepared.path}: vocabulary of {prepared.vocab_size} tokens exceeds the arch's "
+                         f"vocab_size {arch.vocab_size}; use a matching --arch or re-run prepare-data")
+    if prepared.seq_length > arch.max_seq_length:
+        raise UsageError(f"{prepared.path}: seq_length {prepared.seq_length} exceeds the arch's max_seq_length "
+                         f"{arch.max_seq_length}; use a matching --arch or re-run prepare-data")
+    if not prepared.tokenizer_path.is_file():
+        raise UsageError(f"{prepared.tokenizer_path}: tokenizer missing from the prepared data; re-run prepare-data")
+    return prepared
+
+
 class PreparedData:
     """Token rows of a prepared-data folder, read through memory maps (nothing is loaded up front)."""
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cramcli import budgets
 from cramcli.utils.console import Output
-from cramcli.utils.device import enable_fast_math, resolve_device
+from cramcli.utils.device import setup_device
 from cramcli.utils.errors import RunError, UsageError
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
@@ -61,10 +61,9 @@ def run(
             raise UsageError(f"{flag} {value}: must be positive")
     if out is not None and Path(out).is_dir():
         raise UsageError(f"--out {out}: is a folder; pass a file name for the report JSON")
-    dev = resolve_device(device, gpu)
+    dev = setup_device(device, gpu)
     if threads is not None:
         torch.set_num_threads(threads)
-    enable_fast_math(dev)
     peak = peak_tflops or device_peak_tflops(dev)
     seq = arch_budget.max_seq_length
     flops_token = arch_flops_per_token(arch_budget, seq, train.masking.rate)
@@ -137,6 +136,7 @@ class StepBench:
 
     @property
     def precision(self) -> str:
+        """What the step computes in: the budget's autocast on CUDA, fp32 on a CPU."""
         return self.train.precision if self.dev.type == "cuda" else "fp32"
 
     def measure(self, micro_batch: int, compiled: bool) -> dict[str, Any] | None:
@@ -150,31 +150,20 @@ class StepBench:
                 torch.cuda.empty_cache()
 
     def _measure(self, micro_batch: int, compiled: bool) -> dict[str, Any]:
-        from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-        from cramcli.train.masking import static_prediction_rate
-        from cramcli.train.optim import make_optimizer
-        from cramcli.train.step import apply_gradients, autocast_dtype, forward_loss, mask_batch
+        from cramcli.train.step import TrainStep, mask_batch
 
         torch.manual_seed(0)
-        rate = static_prediction_rate(self.train.masking, micro_batch * self.arch.max_seq_length)
-        overrides = {"sparse_prediction": "static", "sparse_rate": rate} if compiled else {}
-        config = CrammedBertConfig.from_arch(self.arch, **overrides)
-        model = CrammedBertForMaskedLM(config).to(self.dev)
-        model.eval()  # pretraining runs without dropout (recipe §2.6)
-        optimizer = make_optimizer(model, self.train.optimizer, self.dev)
-        forward = torch.compile(model) if compiled else model
-        dtype = autocast_dtype(self.train.precision, self.dev)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        train_step = TrainStep(self.arch, self.train, self.dev, compile=compiled,
+                               tokens_per_micro_batch=micro_batch * self.arch.max_seq_length)
         gen = torch.Generator(device=self.dev).manual_seed(0)
         ids = torch.randint(7, self.arch.vocab_size, (micro_batch, self.arch.max_seq_length), device=self.dev,
                             generator=gen)
 
         def step() -> torch.Tensor:
             inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen)
-            loss = forward_loss(forward, inputs, labels, dtype)
-            scaler.scale(loss).backward()
-            apply_gradients(model, optimizer, scaler, self.train.grad_clip)
-            return loss.detach()
+            loss = train_step.micro_step(inputs, labels)
+            train_step.update(self.train.optimizer.lr)
+            return loss
 
         if self.dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.dev)

@@ -55,7 +55,7 @@ def run(
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
     chash = pipeline.content_hash(data_budget, src.identity(), tokenizer_hash(tok) if tok else None)
     final = out if out is not None else DATA_ROOT / f"{src.slug()}_{chash}"
-    budget_name = Path(budget).stem if budget.endswith(".json") else budget
+    budget_name = budgets.label(budget)  # the name `cram pretrain --budget` looks the pointer up by
 
     cached = _cached_manifest(final, chash, force)
     if cached is not None:

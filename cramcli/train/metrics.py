@@ -41,6 +41,31 @@ class MetricsLog:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
 
+class RunProgress:
+    """How far training got (micro-steps, optimizer steps, tokens) and the loss EMA, with the metrics log of
+    the run: a trainer part. On resume the log forgets the lines written after the checkpoint (they will be
+    logged again)."""
+
+    EMA = 0.98
+
+    def __init__(self, log: MetricsLog) -> None:
+        self.log = log
+        self.micro_steps = self.optimizer_steps = self.tokens = 0
+        self.loss_ema: float | None = None
+
+    def add_loss(self, loss: float) -> None:
+        self.loss_ema = loss if self.loss_ema is None else self.EMA * self.loss_ema + (1 - self.EMA) * loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"micro_steps": self.micro_steps, "optimizer_steps": self.optimizer_steps, "tokens": self.tokens,
+                "loss_ema": self.loss_ema}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.micro_steps, self.optimizer_steps = state["micro_steps"], state["optimizer_steps"]
+        self.tokens, self.loss_ema = state["tokens"], state["loss_ema"]
+        self.log.truncate_after(self.micro_steps)
+
+
 def _tensorboard(folder: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -1,16 +1,19 @@
-"""The pieces of one masked-LM training step that `cram pretrain` and `cram bench` share, so the benchmark
-times exactly the step training runs: masking with cram's fixed special ids, the autocast forward, and the
-gradient update (unscale, clip, AdamW step, zero)."""
+"""The masked-LM training step that `cram pretrain`, `cram bench` and the GPU check share, so a benchmark times
+exactly the step training runs: masking, the autocast forward and backward, and the gradient update (unscale,
+clip, AdamW step, zero)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from cramcli.budgets import MaskingBudget
+from cramcli.budgets import ArchBudget, MaskingBudget, TrainBudget
 from cramcli.data.tokenizer import MASK_ID, SPECIAL_IDS
 from cramcli.train.masking import mask_tokens
+from cramcli.utils.device import autocast_dtype
 
 _SPECIAL = tuple(SPECIAL_IDS.values())
 
@@ -20,13 +23,6 @@ def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int,
     """[B, S] token ids → (masked inputs, labels), never masking cram's special tokens."""
     return mask_tokens(ids, masking, mask_id=MASK_ID, vocab_size=vocab_size, special_ids=_SPECIAL,
                        generator=generator)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast on CUDA as the budget says; None (plain fp32) on a CPU or for `fp32`."""
-    if device.type != "cuda":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def forward_loss(forward: Callable[..., object], inputs: torch.Tensor, labels: torch.Tensor,
@@ -45,3 +41,61 @@ def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sc
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
+
+
+class TrainStep:
+    """The model, its AdamW and loss scaler, and the one training step that `cram pretrain`, `cram bench` and the
+    GPU check all run: autocast forward and backward of a masked micro-batch, then the optimizer update. A
+    trainer part: it saves and restores the weights, the optimizer and the scaler."""
+
+    def __init__(self, arch: ArchBudget, train: TrainBudget, device: torch.device, *, tokens_per_micro_batch: int,
+                 world: int = 1, compile: bool | None = None) -> None:
+        from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
+        from cramcli.train.masking import static_prediction_rate
+        from cramcli.train.optim import make_optimizer
+
+        compile = train.compile if compile is None else compile
+        overrides: dict[str, object] = {}
+        # Under torch.compile, dynamic sparse prediction's data-dependent shapes mean graph breaks and
+        # recompiles: decode a fixed count instead, sized to the masking rate.
+        if arch.sparse_prediction == "static" or (compile and arch.sparse_prediction == "dynamic"):
+            overrides = {"sparse_prediction": "static",
+                         "sparse_rate": static_prediction_rate(train.masking, tokens_per_micro_batch)}
+        self.model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch, **overrides)).to(device)
+        self.model.eval()  # recipe §2.6: pretraining runs with dropout off; gradients still flow
+        self.optimizer = make_optimizer(self.model, train.optimizer, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train.precision == "fp16")
+        self.dtype = autocast_dtype(train.precision, device)
+        self.precision = train.precision if device.type == "cuda" else "fp32"
+        self.grad_clip = train.grad_clip
+        self.forward: torch.nn.Module = self.model
+        if world > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if compile:
+            self.forward = torch.compile(self.forward)  # type: ignore[assignment]
+        self._ddp = world > 1
+
+    def micro_step(self, inputs: torch.Tensor, labels: torch.Tensor, accumulation: int = 1,
+                   sync: bool = True) -> torch.Tensor:
+        """Forward and backward of one micro-batch; gradients add up over `accumulation` micro-batches. Under DDP
+        only the last micro-batch of a batch (`sync`) all-reduces gradients."""
+        no_sync = self.forward.no_sync() if self._ddp and not sync else contextlib.nullcontext()  # type: ignore[operator]
+        with no_sync:
+            loss = forward_loss(self.forward, inputs, labels, self.dtype)
+            self.scaler.scale(loss / accumulation).backward()
+        return loss.detach()
+
+    def update(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        apply_gradients(self.model, self.optimizer, self.scaler, self.grad_clip)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["weights"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.table import Table
 
 from cramcli.utils import atomic
 
@@ -45,3 +46,21 @@ class Output:
         if self.json_mode:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
             sys.stdout.flush()
+
+
+def summary_table(title: str, rows: dict[str, Any]) -> Table:
+    """The one key/value report table: floats to 4 significant digits, None as "—"."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
+def sources_table(kind: str, sources: dict[str, str], values: dict[str, Any]) -> Table:
+    """`--verbose`: every setting of a budget, its value and where it came from (preset/file, flag, default)."""
+    table = Table("setting", "value", "from", title=f"{kind} budget", title_justify="left")
+    for field, source in sources.items():
+        table.add_row(field, json.dumps(values.get(field), default=str), source)
+    return table

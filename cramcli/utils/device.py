@@ -1,4 +1,5 @@
-"""Choosing the torch device from `--device` / `--gpu`."""
+"""The one device setup every stage uses: the device from `--device` / `--gpu`, fast maths on it (TF32 on CUDA,
+the allocator setting on a CPU), and the autocast dtype a budget's `precision` means there."""
 
 from __future__ import annotations
 
@@ -29,6 +30,20 @@ def resolve_device(device: str | None, gpu: int | None) -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise UsageError(f"--device {device}: only {count} GPU(s) visible (cuda:0..cuda:{count - 1})")
     return dev
+
+
+def setup_device(device: str | None, gpu: int | None) -> torch.device:
+    """Resolve `--device`/`--gpu` and switch on fast maths for it."""
+    dev = resolve_device(device, gpu)
+    enable_fast_math(dev)
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast on CUDA as the budget says; None (plain fp32) on a CPU or for `fp32`."""
+    if device.type != "cuda":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def enable_fast_math(dev: torch.device) -> None:

@@ -1,0 +1,39 @@
+"""Where the run is in its prepared data: rows are read in order and wrap around like an infinite loader
+(recipe §2.5: sequential reading of the sorted data, restarting at the end). A trainer part."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cramcli.data.prepared import PreparedData
+
+
+class DataCursor:
+    def __init__(self, data: PreparedData, rows_per_step: int) -> None:
+        self.data = data
+        self.rows_per_step = rows_per_step
+        self.position = 0
+
+    def next_rows(self) -> np.ndarray:
+        """The next global micro-batch of rows (every rank reads the same and keeps its slice)."""
+        rows = self._rows(self.position, self.rows_per_step)
+        self.position = (self.position + self.rows_per_step) % self.data.num_rows
+        return rows
+
+    def _rows(self, start: int, count: int) -> np.ndarray:
+        n = self.data.num_rows
+        if start + count <= n:
+            return self.data.rows(start, count)
+        head = self.data.rows(start, n - start)
+        return np.concatenate([head, self._rows(0, count - (n - start))])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "num_rows": self.data.num_rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["num_rows"] != self.data.num_rows:
+            raise ValueError(f"the run read data of {state['num_rows']} rows; {self.data.path} has "
+                             f"{self.data.num_rows}. Resume with the same --data")
+        self.position = int(state["position"])

@@ -1,0 +1,173 @@
+"""The pretraining loop, built from parts that each save and restore their own state:
+
+- `TrainStep` (train/step.py): model, AdamW, loss scaler and the micro-step/update they run;
+- `ScheduleClock` (train/clock.py): the budget fraction that drives the LR schedule and batch ramp;
+- `DataCursor` (train/data_cursor.py): where the run is in its prepared rows;
+- `RngState` (train/checkpointing.py) and `RunProgress` (train/metrics.py): generators, counters, loss EMA.
+
+`StopConditions` (train/stopping.py) holds every stop reason, `Checkpointer` gathers the parts' states. Decisions
+(stop, checkpoint, batch size, LR) are taken only at optimizer-step boundaries, so a checkpoint is exact, and
+under DDP rank 0's clock decides for every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cramcli.budgets import ArchBudget, TrainBudget
+from cramcli.data.prepared import PreparedData
+from cramcli.train import distributed
+from cramcli.train.checkpointing import Checkpointer, RngState
+from cramcli.train.clock import ScheduleClock
+from cramcli.train.dashboard import Dashboard
+from cramcli.train.data_cursor import DataCursor
+from cramcli.train.metrics import MetricsLog, RunProgress
+from cramcli.train.schedules import batch_size_at, lr_factor
+from cramcli.train.step import TrainStep, mask_batch
+from cramcli.train.stopping import StopConditions
+from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Trainer:
+    def __init__(self, train: TrainBudget, arch: ArchBudget, data: PreparedData, run_dir: Path, *,
+                 device: torch.device, rank: int = 0, world: int = 1, seed: int = 0, config_key: str,
+                 dashboard: Dashboard | None = None, peak_tflops: float | None = None) -> None:
+        self.budget, self.arch, self.data, self.run_dir = train, arch, data, Path(run_dir)
+        self.device, self.rank, self.world, self.seed = device, rank, world, seed
+        self.global_micro = train.micro_batch_size * world
+        torch.manual_seed(seed)
+        self.step = TrainStep(arch, train, device, tokens_per_micro_batch=train.micro_batch_size * data.seq_length,
+                              world=world)
+        self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
+        self.cursor = DataCursor(data, self.global_micro)
+        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))
+        self.stops = StopConditions(train)
+        self.checkpointer = Checkpointer(
+            self.run_dir, {"model": self.step, "clock": self.clock, "data": self.cursor, "rng": RngState(),
+                           "progress": self.progress}, config_key=config_key, keep=train.keep_checkpoints)
+        self.dashboard = dashboard or Dashboard(None, enabled=False)
+        # MFU: model FLOP/s of all ranks over the peak of all their devices (tokens/s counts every rank).
+        peak = peak_tflops or device_peak_tflops(device)
+        self.peak_flops = peak * 1e12 * world if peak else None
+        self.flops_per_token = arch_flops_per_token(arch, data.seq_length, train.masking.rate)
+
+    def resume(self, warn: Any) -> Path:
+        return self.checkpointer.restore(warn)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until a stop condition holds; always leave a resumable state. Returns the stop reason."""
+        t, p = self.budget, self.progress
+        accumulated, losses = 0, []
+        last_ckpt = window_start = time.perf_counter()
+        window_tokens, last_log = 0, p.micro_steps
+        batch, lr = t.batch_size, t.optimizer.lr
+        self.clock.start()
+        with self.stops.catching_signals():
+            try:
+                while True:
+                    if accumulated == 0:
+                        save_due = time.perf_counter() - last_ckpt >= t.checkpoint_every_minutes * 60
+                        reason, x, save_due = self._decide(save_due)
+                        if reason:
+                            break
+                        if save_due:
+                            self.save()
+                            last_ckpt = time.perf_counter()
+                        batch = batch_size_at(micro_steps=p.micro_steps, x=x, batch_size=t.batch_size,
+                                              micro_batch_size=self.global_micro, ramp=t.batch_ramp)
+                        lr = t.optimizer.lr * lr_factor(t.schedule, x)
+                    losses.append(self._micro_step(sync=accumulated + self.global_micro >= batch,
+                                                   accumulation=-(-batch // self.global_micro)))
+                    accumulated += self.global_micro
+                    p.micro_steps += 1
+                    p.tokens += self.global_micro * self.data.seq_length
+                    window_tokens += self.global_micro * self.data.seq_length
+                    if accumulated < batch:
+                        continue
+                    loss = self._update(lr, torch.stack(losses).mean())
+                    accumulated, losses = 0, []
+                    if p.micro_steps - last_log >= t.log_every_steps or p.optimizer_steps == 1:
+                        now = time.perf_counter()
+                        self._log(loss, lr, batch, window_tokens / max(now - window_start, 1e-9))
+                        last_log, window_tokens, window_start = p.micro_steps, 0, now
+            finally:
+                self.dashboard.close()
+        # After a signal, to continue; after a cap, to extend the run.
+        self.save()
+        return reason
+
+    def _micro_step(self, *, sync: bool, accumulation: int) -> torch.Tensor:
+        ids = torch.from_numpy(self.cursor.next_rows())
+        if self.device.type == "cuda":  # page-locked (torch's caching host allocator): the copy overlaps compute
+            ids = ids.pin_memory()
+        ids = ids.to(self.device, non_blocking=True)
+        # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
+        # number of ranks (and a resumed run) sees exactly the masks one process would.
+        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.progress.micro_steps)
+        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen)
+        lo = self.rank * self.budget.micro_batch_size
+        hi = lo + self.budget.micro_batch_size
+        return self.step.micro_step(inputs[lo:hi], labels[lo:hi], accumulation, sync)
+
+    def _update(self, lr: float, loss: torch.Tensor) -> float:
+        """One optimizer step; returns the batch's mean loss over all ranks."""
+        value = float(distributed.mean_over_ranks(loss, self.world))
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss became {value} at micro-step {self.progress.micro_steps}; the last good "
+                                f"checkpoint is kept in {self.run_dir / 'checkpoints'} — lower the learning rate "
+                                f"or use precision bf16/fp32")
+        self.step.update(lr)
+        self.progress.optimizer_steps += 1
+        self.progress.add_loss(value)
+        return value
+
+    def _decide(self, save_due: bool) -> tuple[str, float, bool]:
+        """(stop reason or "", budget fraction, checkpoint now?), the same on every rank."""
+        elapsed = self.clock.elapsed() if self.rank == 0 else 0.0
+        flags = distributed.all_reduce_max(
+            [elapsed, float(self.stops.signal is not None), float(save_due and self.rank == 0)],
+            self.device, self.world)
+        elapsed, signalled, save_due = flags[0], flags[1] > 0, flags[2] > 0
+        x = self.clock.fraction(self.progress.micro_steps, elapsed)
+        reason = self.stops.should_stop(micro_steps=self.progress.micro_steps, tokens=self.progress.tokens,
+                                        elapsed=elapsed, signalled=signalled)
+        return reason, x, save_due and not reason
+
+    def save(self) -> None:
+        if self.rank == 0:
+            self.checkpointer.save(self.progress.micro_steps)
+        distributed.barrier(self.world)
+
+    def _log(self, loss: float, lr: float, batch: int, tokens_per_s: float) -> None:
+        if self.rank != 0:
+            return
+        p, fraction, elapsed = self.progress, self.clock.fraction(self.progress.micro_steps), self.clock.elapsed()
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else float("nan")
+        eta = min(eta, self.stops.budget_seconds - elapsed)  # a step-keyed run still stops when time runs out
+        row = {"step": p.micro_steps, "optimizer_step": p.optimizer_steps, "loss": loss, "loss_ema": p.loss_ema,
+               "lr": lr, "batch_size": batch, "tokens": p.tokens, "tokens_per_s": tokens_per_s,
+               "mfu": tokens_per_s * self.flops_per_token / self.peak_flops if self.peak_flops else None,
+               "fraction": fraction, "elapsed_s": elapsed, "eta_s": eta if math.isfinite(eta) else 0.0}
+        p.log.log(row)
+        self.dashboard.update(row)
+
+    def export(self) -> Path:
+        """The trained model as the checkpoint `final/`, swapped in whole (a resumed run replaces the earlier one
+        without a moment of none)."""
+        from cramcli.model.checkpoint import save_checkpoint
+
+        final = self.run_dir / "final"
+        if self.rank == 0:
+            save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
+        distributed.barrier(self.world)
+        return final

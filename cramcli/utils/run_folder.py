@@ -1,0 +1,124 @@
+"""The one policy for folders cram writes results into: a marker says cram made it, a lock says who writes it.
+
+- Every folder a stage creates gets `.cram-folder.json` (the command, the settings' fingerprint, when).
+- `--force` replaces only a folder that carries that marker; a non-empty folder without it is someone else's
+  and is refused, untouched, whatever the flags.
+- A second process that wants to write a folder another cram process is writing gets a one-line error naming
+  the holder (a `filelock` lock held for the whole stage: released by the OS when the holder dies).
+- "Reuse when finished with the same settings" compares `fingerprint(settings)`, the same rule everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from cramcli.utils.atomic import write_json
+from cramcli.utils.errors import UsageError
+
+MARKER = ".cram-folder.json"
+LOCK = ".cram.lock"
+HOLDER = ".cram.lock.json"
+
+
+def fingerprint(settings: Any) -> str:
+    """Short stable hash of JSON-able settings (key order does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def write_marker(folder: Path, command: str, settings_fingerprint: str) -> None:
+    write_json(Path(folder) / MARKER, {"command": command, "fingerprint": settings_fingerprint,
+                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+@contextlib.contextmanager
+def open_folder(folder: Path, *, command: str, settings_fingerprint: str, force: bool = False,
+                flag: str = "--out") -> Iterator[dict[str, Any] | None]:
+    """Own `folder` for `command` while the block runs: refuse it when it is not cram's, lock it, and on `force`
+    empty it. Yields the marker of the work already there (None for a new or emptied folder): whether to resume,
+    reuse or refuse that work is the stage's decision."""
+    folder = Path(folder)
+    existing = check_owner(folder, command, flag)
+    with locked(folder, command):
+        if existing is not None and force:
+            _empty(folder)
+            existing = None
+        if existing is None:
+            write_marker(folder, command, settings_fingerprint)
+        yield existing
+
+
+def check_owner(folder: Path, command: str, flag: str = "--out") -> dict[str, Any] | None:
+    """The marker of a folder `command` made earlier; None for a missing or empty one. Refuses (changing
+    nothing) a file, a non-empty folder without the marker, and a folder another command made."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder}: is a file; pass a folder path")
+    if not folder.is_dir() or not any(p.name not in (LOCK, HOLDER) for p in folder.iterdir()):
+        return None
+    marker = read_marker(folder)
+    if marker is None:
+        raise UsageError(f"{flag} {folder}: holds files cram did not create (no {MARKER}); nothing was changed — "
+                         f"choose another {flag} or empty the folder yourself")
+    if marker.get("command") != command:
+        raise UsageError(f"{flag} {folder}: holds the output of `cram {marker.get('command')}`, not of "
+                         f"`cram {command}`; choose another {flag}")
+    return marker
+
+
+def _empty(folder: Path) -> None:
+    """Remove what is inside a folder cram made (never the lock another holder may be waiting on)."""
+    for entry in folder.iterdir():
+        if entry.name in (LOCK, HOLDER):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+@contextlib.contextmanager
+def locked(folder: Path, command: str) -> Iterator[None]:
+    """Hold the folder's lock for the duration; a second writer fails at once with the holder's pid and host."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = _holder(folder)
+        raise UsageError(f"{folder}: in use by {holder}; wait for it to finish (or stop it), or choose another "
+                         f"--out") from None
+    try:
+        write_json(folder / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        yield
+    finally:
+        (folder / HOLDER).unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(folder: Path) -> str:
+    try:
+        h = json.loads((folder / HOLDER).read_text())
+        return f"`cram {h['command']}` (pid {h['pid']} on {h['host']}, since {h['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another cram process"
