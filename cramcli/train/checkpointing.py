@@ -17,7 +17,6 @@ import torch
 
 from cramcli.utils.atomic import atomic_dir
 
-
 STATE_FORMAT = "cram-train-state/2"
 
 
