@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from bench import flash_check
     from cramcli import budgets
-    from cramcli.stages import bench
+    from cramcli.train import throughput as bench
     from cramcli.utils.device import setup_device
     from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 

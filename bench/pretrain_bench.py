@@ -46,7 +46,7 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
     arch, train = _arch(arch_name), budgets.load("train", "24")
     batch, steps = ARCHS[arch_name]["micro_batch"], ARCHS[arch_name]["steps"]
     if side == "cram":
-        from cramcli.stages import bench
+        from cramcli.train import throughput as bench
         from cramcli.utils.cpu import keep_freed_memory
 
         keep_freed_memory()  # what `cram bench` / `cram pretrain` do on a CPU
@@ -105,7 +105,7 @@ def _measure(side: str, arch_name: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        from cramcli.stages import bench  # noqa: F401
+        from cramcli.train import throughput  # noqa: F401
     except ImportError:
         print("pretrain bench: skipped (cramcli is not installed)")
         return 0

@@ -8,19 +8,18 @@ stderr), `--device`/`--gpu`, `--seed`, `--quiet`/`--verbose`; exit 0 on success,
 from __future__ import annotations
 
 import importlib
-import json
+import inspect
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from cramcli import budgets
 from cramcli.utils.console import Output
-from cramcli.utils.errors import CramError, UsageError
+from cramcli.utils.errors import CramError
 
 app = typer.Typer(
     name="cram",
@@ -64,6 +63,41 @@ def _run_stage(module: str, json_mode: bool, quiet: bool, verbose: bool, **kwarg
         raise typer.Exit(130) from None
 
 
+_OUTPUT_PARAMS = [
+    inspect.Parameter("json_mode", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOpt),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOpt),
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOpt),
+]
+
+
+def stage_command(module: str, function: str = "run") -> Callable[..., None]:
+    """The command of stage `module`: its `run(output, ...)` signature is the command line (options are
+    declared there, once), plus --json/--quiet/--verbose, which become the `Output`."""
+    run = getattr(importlib.import_module(f"cramcli.stages.{module}"), function)
+    signature = inspect.signature(run, eval_str=True)
+    params = [p for name, p in signature.parameters.items() if name != "output"]
+
+    def command(json_mode: bool = False, quiet: bool = False, verbose: bool = False, **kwargs: Any) -> None:
+        output = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
+        _guarded(lambda: run(output, **kwargs))
+
+    command.__signature__ = signature.replace(parameters=params + _OUTPUT_PARAMS)  # type: ignore[attr-defined]
+    command.__doc__ = run.__doc__
+    command.__name__ = function if function != "run" else module
+    return command
+
+
+def _guarded(work: Callable[[], None]) -> None:
+    """User errors become one-line messages with their exit code; Ctrl-C exits 130."""
+    try:
+        work()
+    except CramError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _err.print("[red]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
 def _fail(exc: CramError) -> None:
     for line in exc.lines:
         _err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
@@ -96,55 +130,8 @@ def prepare_data(
                tokenizer=tokenizer, max_documents=max_documents, workers=workers, seed=seed, force=force)
 
 
-@app.command("train-tokenizer")
-def train_tokenizer(
-    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Raw text: hf:NAME[:CONFIG], a local file/folder, or 'embedded' (default: the budget's).")] = None,
-    budget: Annotated[str, typer.Option("--budget", "-b", help="Data budget for normalisation and tokenizer settings.")] = "24",
-    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Vocabulary size (default: the budget's, 32768 for 24).")] = None,
-    max_documents: Annotated[Optional[int], typer.Option("--max-documents", help="Train on at most this many documents.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tokenizer.json and its report.")] = Path("outputs/tokenizer"),
-    force: ForceOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Train a WordPiece tokenizer with fixed special-token ids on normalised raw text."""
-    _run_stage("train_tokenizer", json_mode, quiet, verbose, source=source, budget=budget, vocab_size=vocab_size,
-               max_documents=max_documents, out=out, force=force)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# pretrain
-
-
-@app.command("pretrain")
-def pretrain(
-    budget: Annotated[str, typer.Option("--budget", "-b", help="Train budget: preset name (24, v2, demo) or JSON file.")] = "24",
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Arch budget: preset name or JSON file (default: same preset as --budget).")] = None,
-    hours: Annotated[Optional[float], typer.Option("--hours", help="Wall-clock training hours (overrides the budget; fractions allowed).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared-data folder (default: what prepare-data wrote for the same budget).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: outputs/runs/<budget>).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps.")] = None,
-    micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
-    peak_tflops: Annotated[Optional[float], typer.Option("--peak-tflops", help="Peak TFLOP/s of one device for MFU (default: the known-GPU table).")] = None,
-    device: DeviceOpt = None,
-    gpu: GpuOpt = None,
-    seed: SeedOpt = 0,
-    force: ForceOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Masked-LM pretraining of crammed BERT, scheduled and stopped by a wall-clock budget.
-
-    Checkpoints every few minutes and on Ctrl-C/SIGTERM; [bold]--resume[/] continues exactly. Under torchrun
-    it trains data-parallel (DDP).
-    """
-    _run_stage("pretrain", json_mode, quiet, verbose, budget=budget, arch=arch, hours=hours, data=data, out=out,
-               resume=resume, max_steps=max_steps, micro_batch_size=micro_batch_size, compile=compile,
-               peak_tflops=peak_tflops, device=device, gpu=gpu, seed=seed, force=force)
+app.command("train-tokenizer")(stage_command("train_tokenizer"))
+app.command("pretrain")(stage_command("pretrain"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -234,126 +221,15 @@ def demo(
                trials=trials, task_examples=task_examples)
 
 
-@app.command("bench")
-def bench(
-    budget: Annotated[str, typer.Option("--budget", "-b", help="Train/arch preset or train budget JSON file.")] = "24",
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Arch budget (default: same preset as --budget).")] = None,
-    hidden: Annotated[Optional[int], typer.Option("--hidden", help="Override hidden size.")] = None,
-    layers: Annotated[Optional[int], typer.Option("--layers", help="Override number of layers.")] = None,
-    heads: Annotated[Optional[int], typer.Option("--heads", help="Override attention heads.")] = None,
-    intermediate: Annotated[Optional[int], typer.Option("--intermediate", help="Override FFN intermediate size.")] = None,
-    vocab: Annotated[Optional[int], typer.Option("--vocab", help="Override vocabulary size.")] = None,
-    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", help="Measure this micro-batch instead of searching.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: torch's).")] = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also measure torch.compile.")] = False,
-    peak_tflops: Annotated[Optional[float], typer.Option("--peak-tflops", help="Override the GPU's peak bf16 TFLOP/s for MFU.")] = None,
-    device: DeviceOpt = None,
-    gpu: GpuOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also save the report JSON here.")] = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Measure the real training step: largest micro-batch that fits, tokens/s, memory, MFU."""
-    _run_stage("bench", json_mode, quiet, verbose, budget=budget, arch=arch, hidden=hidden, layers=layers,
-               heads=heads, intermediate=intermediate, vocab=vocab, micro_batch=micro_batch, threads=threads,
-               compile=compile, peak_tflops=peak_tflops, device=device, gpu=gpu, out=out)
+app.command("bench")(stage_command("bench"))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # budgets
 
 
-@budgets_app.command("list")
-def budgets_list(json_mode: JsonOpt = False) -> None:
-    """List the shipped presets and their files."""
-    rows = [
-        {"preset": name, **{kind: str(budgets.resolve_path(kind, name)) for kind in budgets.KINDS}}
-        for name in budgets.preset_names()
-    ]
-    if json_mode:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table("preset", *budgets.KINDS, title=f"Budgets in {budgets.budgets_dir()}")
-    for row in rows:
-        table.add_row(row["preset"], *(Path(row[k]).name for k in budgets.KINDS))
-    Console().print(table)
-
-
-@budgets_app.command("show")
-def budgets_show(
-    name: Annotated[str, typer.Argument(help="Preset name (24, v2, demo) or a budget JSON file.")],
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Only this kind: data, arch, train or glue.")] = None,
-    json_mode: JsonOpt = False,
-) -> None:
-    """Render a budget as a table (every field, its value and what it means)."""
-    try:
-        kinds = _kinds_for(name, kind)
-        loaded = {k: budgets.load(k, name) for k in kinds}
-    except CramError as exc:
-        _fail(exc)
-    if json_mode:
-        print(json.dumps({k: b.model_dump(mode="json") for k, b in loaded.items()}, indent=2))
-        return
-    console = Console()
-    for k, b in loaded.items():
-        table = Table("field", "value", "meaning", title=f"{k} budget — {budgets.resolve_path(k, name)}")
-        for field, value, doc in budgets.flatten(b):
-            table.add_row(field, json.dumps(value), doc)
-        console.print(table)
-
-
-def _kinds_for(name: str, kind: str | None) -> list[str]:
-    if kind is not None:
-        if kind not in budgets.KINDS:
-            raise UsageError(f"--kind {kind!r}: allowed: {', '.join(budgets.KINDS)}")
-        return [kind]
-    if name.endswith(".json") or Path(name).is_file():
-        return [_kind_of_file(Path(name))]
-    return list(budgets.KINDS)
-
-
-def _kind_of_file(path: Path) -> str:
-    prefix = path.name.partition("_budget")[0]
-    if prefix in budgets.KINDS:
-        return prefix
-    raise UsageError(f"{path}: cannot tell the budget kind from the file name; pass --kind data|arch|train|glue")
-
-
-@budgets_app.command("validate")
-def budgets_validate(
-    files: Annotated[Optional[list[Path]], typer.Argument(help="Budget files (default: every shipped budget). The kind comes from the file name or --kind.")] = None,
-    kind: Annotated[Optional[str], typer.Option("--kind", "-k", help="Kind of the given files: data, arch, train or glue.")] = None,
-) -> None:
-    """Validate budget files; prints one line per problem and exits 2 if any file is bad."""
-    paths = files or sorted(budgets.budgets_dir().glob("*_budget_*.json"))
-    problems: list[str] = []
-    console = Console()
-    for path in paths:
-        try:
-            budgets.load(_kinds_for(str(path), kind)[0] if kind else _kind_of_file(path), path)
-            console.print(f"[green]ok[/]   {path}", highlight=False)
-        except CramError as exc:
-            problems.extend(exc.lines)
-    if problems:
-        _fail(UsageError(*problems))
-    console.print(f"{len(paths)} budget file(s) valid")
-
-
-@budgets_app.command("schema")
-def budgets_schema(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for <kind>_budget.schema.json files (default: print to stdout).")] = None,
-) -> None:
-    """Write the JSON Schema of each budget kind, so editors can validate budget files."""
-    from cramcli.utils import atomic
-
-    schemas = {kind: budgets.json_schema(kind) for kind in budgets.KINDS}
-    if out is None:
-        print(json.dumps(schemas, indent=2))
-        return
-    for kind, schema in schemas.items():
-        atomic.write_json(out / f"{kind}_budget.schema.json", schema)
-    Console(stderr=True).print(f"wrote {len(schemas)} schemas to {out}")
+for _verb, _function in (("list", "list_presets"), ("show", "show"), ("validate", "validate"), ("schema", "schema")):
+    budgets_app.command(_verb)(stage_command("budgets", _function))
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cramcli import budgets
 from cramcli.cli import app
 from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-from cramcli.stages import bench
+from cramcli.train import throughput
 from cramcli.train.masking import mask_tokens, static_prediction_rate
 
 TINY = ["--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate", "64", "--vocab", "128"]
@@ -26,7 +26,7 @@ def _tiny_arch() -> budgets.ArchBudget:
 
 @pytest.fixture
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "MIN_SECONDS", 0.05)
+    monkeypatch.setattr(throughput, "MIN_SECONDS", 0.05)
 
 
 def test_json_names_the_measured_arch(fast: None, tmp_path) -> None:
@@ -41,7 +41,7 @@ def test_json_names_the_measured_arch(fast: None, tmp_path) -> None:
                               "vocab": 128, "seq_len": seq}
     assert report["threads"] == 1 and report["device"] == "cpu" and report["micro_batch"] == 4
     (row,) = report["measurements"]
-    assert row["steps"] >= bench.MIN_STEPS and row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0
+    assert row["steps"] >= throughput.MIN_STEPS and row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0
     assert row["tokens_per_s"] == pytest.approx(4 * seq / row["step_s"])
     assert report["mfu"] is None  # no known peak on a CPU
     assert report["projected_tokens"] == pytest.approx(row["tokens_per_s"] * report["budget_hours"] * 3600)
@@ -70,9 +70,9 @@ def test_bad_flags_give_one_line_errors(flags: list[str], names: str) -> None:
 
 
 def test_gpu_sizes_double_and_cpu_uses_about_2k_tokens() -> None:
-    assert bench.candidate_sizes(torch.device("cuda"), 128, 128)[:3] == [8, 16, 32]
-    assert bench.candidate_sizes(torch.device("cpu"), 128, 128) == [16]
-    assert bench.candidate_sizes(torch.device("cpu"), 64, 8) == [8]
+    assert throughput.candidate_sizes(torch.device("cuda"), 128, 128)[:3] == [8, 16, 32]
+    assert throughput.candidate_sizes(torch.device("cpu"), 128, 128) == [16]
+    assert throughput.candidate_sizes(torch.device("cpu"), 64, 8) == [8]
 
 
 def test_static_rate_leaves_headroom_for_bernoulli_only() -> None:

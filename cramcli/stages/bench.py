@@ -9,53 +9,48 @@ measured unless `--micro-batch` names one. With `--compile` each size is also me
 
 from __future__ import annotations
 
-import resource
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
-import torch
-from pydantic import ValidationError
+import typer
 from rich.console import Group
 from rich.table import Table
 
-from cramcli import budgets
+from cramcli.stages import options
+from cramcli.stages.common import load_budget
 from cramcli.utils.console import Output
-from cramcli.utils.device import setup_device
 from cramcli.utils.errors import RunError, UsageError
-from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
-
-CPU_TOKENS_PER_MICRO_BATCH = 2048
-"""On a CPU the throughput hardly depends on the micro-batch once matmuls have a few thousand rows."""
-GPU_MAX_MICRO_BATCH = 4096
-MIN_STEPS, MIN_SECONDS, WARMUP_STEPS = 3, 4.0, 2
-
-_ARCH_FLAGS = {"hidden": "hidden_size", "layers": "num_layers", "heads": "num_heads",
-               "intermediate": "intermediate_size", "vocab": "vocab_size"}
 
 
 def run(
     output: Output,
     *,
-    budget: str = "24",
-    arch: str | None = None,
-    hidden: int | None = None,
-    layers: int | None = None,
-    heads: int | None = None,
-    intermediate: int | None = None,
-    vocab: int | None = None,
-    micro_batch: int | None = None,
-    threads: int | None = None,
-    compile: bool = False,
-    peak_tflops: float | None = None,
-    device: str | None = None,
-    gpu: int | None = None,
-    out: Path | None = None,
+    budget: Annotated[str, typer.Option("--budget", "-b", help="Train/arch preset or train budget JSON file.")] = "24",
+    arch: options.ArchBudget = None,
+    hidden: Annotated[Optional[int], typer.Option("--hidden", help="Override hidden size.")] = None,
+    layers: Annotated[Optional[int], typer.Option("--layers", help="Override number of layers.")] = None,
+    heads: Annotated[Optional[int], typer.Option("--heads", help="Override attention heads.")] = None,
+    intermediate: Annotated[Optional[int], typer.Option("--intermediate", help="Override FFN intermediate size.")] = None,
+    vocab: Annotated[Optional[int], typer.Option("--vocab", help="Override vocabulary size.")] = None,
+    micro_batch: Annotated[Optional[int], typer.Option("--micro-batch", help="Measure this micro-batch instead of searching.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: torch's).")] = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also measure torch.compile.")] = False,
+    peak_tflops: options.PeakTflops = None,
+    device: options.Device = None,
+    gpu: options.Gpu = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also save the report JSON here.")] = None,
 ) -> None:
-    train = budgets.load("train", budget)
-    arch_budget = _arch_with_overrides(budgets.load("arch", arch or budget), hidden=hidden, layers=layers,
-                                       heads=heads, intermediate=intermediate, vocab=vocab)
+    """Measure the real training step: largest micro-batch that fits, tokens/s, memory, MFU."""
+    import torch
+
+    from cramcli.train.throughput import StepBench, candidate_sizes
+    from cramcli.utils.device import setup_device
+    from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
+
+    train = load_budget(output, "train", budget).budget
+    arch_budget = load_budget(output, "arch", arch or budget, {
+        "hidden_size": ("--hidden", hidden), "num_layers": ("--layers", layers), "num_heads": ("--heads", heads),
+        "intermediate_size": ("--intermediate", intermediate), "vocab_size": ("--vocab", vocab)}).budget
     for flag, value in (("--micro-batch", micro_batch), ("--threads", threads), ("--peak-tflops", peak_tflops)):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} {value}: must be positive")
@@ -106,97 +101,9 @@ def run(
     output.report(report, _render(report), Path(out) if out is not None else None)
 
 
-def _arch_with_overrides(arch: budgets.ArchBudget, **flags: int | None) -> budgets.ArchBudget:
-    updates = {_ARCH_FLAGS[flag]: value for flag, value in flags.items() if value is not None}
-    if not updates:
-        return arch
-    try:
-        return budgets.ArchBudget.model_validate({**arch.model_dump(), **updates})
-    except ValidationError as exc:
-        given = " ".join(f"--{flag} {value}" for flag, value in flags.items() if value is not None)
-        raise UsageError(*(f"{given}: {budgets.format_error(e)}" for e in exc.errors())) from None
+def _device_name(dev: Any) -> str:
+    import torch
 
-
-def candidate_sizes(dev: torch.device, seq: int, budget_micro_batch: int) -> list[int]:
-    """GPU: powers of two from 8 up (the search stops at the first that does not fit). CPU: one size."""
-    if dev.type == "cuda":
-        sizes, size = [], 8
-        while size <= GPU_MAX_MICRO_BATCH:
-            sizes.append(size)
-            size *= 2
-        return sizes
-    return [max(1, min(budget_micro_batch, CPU_TOKENS_PER_MICRO_BATCH // seq))]
-
-
-@dataclass
-class StepBench:
-    arch: budgets.ArchBudget
-    train: budgets.TrainBudget
-    dev: torch.device
-
-    @property
-    def precision(self) -> str:
-        """What the step computes in: the budget's autocast on CUDA, fp32 on a CPU."""
-        return self.train.precision if self.dev.type == "cuda" else "fp32"
-
-    def measure(self, micro_batch: int, compiled: bool) -> dict[str, Any] | None:
-        """Time whole training steps of one micro-batch; None when it does not fit in GPU memory."""
-        try:
-            return self._measure(micro_batch, compiled)
-        except torch.cuda.OutOfMemoryError:
-            return None
-        finally:
-            if self.dev.type == "cuda":
-                torch.cuda.empty_cache()
-
-    def _measure(self, micro_batch: int, compiled: bool) -> dict[str, Any]:
-        from cramcli.train.step import TrainStep, mask_batch
-
-        torch.manual_seed(0)
-        train_step = TrainStep(self.arch, self.train, self.dev, compile=compiled,
-                               tokens_per_micro_batch=micro_batch * self.arch.max_seq_length)
-        gen = torch.Generator(device=self.dev).manual_seed(0)
-        ids = torch.randint(7, self.arch.vocab_size, (micro_batch, self.arch.max_seq_length), device=self.dev,
-                            generator=gen)
-
-        def step() -> torch.Tensor:
-            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen)
-            loss = train_step.micro_step(inputs, labels)
-            train_step.update(self.train.optimizer.lr)
-            return loss
-
-        if self.dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.dev)
-        t0 = time.perf_counter()
-        for _ in range(WARMUP_STEPS):
-            step()
-        self._sync()
-        warmup = time.perf_counter() - t0
-        steps, start = 0, time.perf_counter()
-        while steps < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS:
-            loss = step()
-            steps += 1
-            if steps % 4 == 0 or steps >= MIN_STEPS:
-                self._sync()
-        self._sync()
-        seconds = time.perf_counter() - start
-        if not torch.isfinite(loss):
-            raise RunError(f"micro-batch {micro_batch}: the loss is {float(loss)}; the arch or precision is unstable")
-        tokens = steps * micro_batch * self.arch.max_seq_length
-        if self.dev.type == "cuda":
-            peak_mb = torch.cuda.max_memory_allocated(self.dev) / 2**20
-        else:
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS, in KiB
-        return {"micro_batch": micro_batch, "compiled": compiled, "steps": steps, "step_s": seconds / steps,
-                "tokens_per_s": tokens / seconds, "peak_memory_mb": peak_mb, "warmup_s": warmup,
-                "loss": float(loss)}
-
-    def _sync(self) -> None:
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize(self.dev)
-
-
-def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     import platform

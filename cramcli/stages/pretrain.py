@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
+
+import typer
 
 from cramcli import budgets
 from cramcli.data.prepared import open_for_training
+from cramcli.stages import options
 from cramcli.stages.common import load_budget
 from cramcli.utils import run_folder
 from cramcli.utils.atomic import write_json, write_text
@@ -19,10 +22,29 @@ from cramcli.utils.console import Output, summary_table
 from cramcli.utils.errors import RunError, UsageError
 
 
-def run(output: Output, *, budget: str = "24", arch: str | None = None, hours: float | None = None,
-        data: Path | None = None, out: Path | None = None, resume: bool = False, max_steps: int | None = None,
-        micro_batch_size: int | None = None, compile: bool | None = None, device: str | None = None,
-        gpu: int | None = None, seed: int = 0, force: bool = False, peak_tflops: float | None = None) -> None:
+def run(
+    output: Output,
+    *,
+    budget: options.TrainBudget = "24",
+    arch: options.ArchBudget = None,
+    hours: Annotated[Optional[float], typer.Option("--hours", help="Wall-clock training hours (overrides the budget; fractions allowed).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Prepared-data folder (default: what prepare-data wrote for the same budget).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: outputs/runs/<budget>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps (a cap; the schedule follows the budget's schedule_clock).")] = None,
+    micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
+    peak_tflops: options.PeakTflops = None,
+    device: options.Device = None,
+    gpu: options.Gpu = None,
+    seed: options.Seed = 0,
+    force: options.Force = False,
+) -> None:
+    """Masked-LM pretraining of crammed BERT, scheduled and stopped by a wall-clock budget.
+
+    Checkpoints every few minutes and on Ctrl-C/SIGTERM; [bold]--resume[/] continues exactly. Under torchrun
+    it trains data-parallel (DDP).
+    """
     from cramcli.train.dashboard import Dashboard
     from cramcli.train.distributed import barrier, process_group
     from cramcli.train.metrics import loss_svg

@@ -11,14 +11,17 @@ import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Annotated, Optional
 
+import typer
 from rich.table import Table
 
-from cramcli import budgets
 from cramcli.data.progress import PhaseBars
 from cramcli.data.sources import Source, open_source
 from cramcli.data.tokenizer import SPECIAL_IDS, save_tokenizer, tokenizer_hash, train_tokenizer
-from cramcli.utils import atomic
+from cramcli.stages import options
+from cramcli.stages.common import load_budget
+from cramcli.utils import run_folder
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
@@ -26,28 +29,28 @@ from cramcli.utils.errors import UsageError
 def run(
     output: Output,
     *,
-    source: str | None,
-    budget: str,
-    vocab_size: int | None,
-    max_documents: int | None,
-    out: Path,
-    force: bool,
+    source: options.Source = None,
+    budget: Annotated[str, typer.Option("--budget", "-b", help="Data budget for normalisation and tokenizer settings.")] = "24",
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Vocabulary size (default: the budget's, 32768 for 24).")] = None,
+    max_documents: Annotated[Optional[int], typer.Option("--max-documents", help="Train on at most this many documents.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tokenizer.json and its report.")] = Path("outputs/tokenizer"),
+    force: options.Force = False,
 ) -> None:
-    data_budget = budgets.load("data", budget)
-    size = vocab_size if vocab_size is not None else data_budget.tokenizer.vocab_size
-    if size < len(SPECIAL_IDS) + 1:
-        raise UsageError(f"--vocab-size {size}: must exceed the {len(SPECIAL_IDS)} special tokens")
-    limit = max_documents if max_documents is not None else data_budget.tokenizer.max_training_documents
-    if limit < 1:
-        raise UsageError(f"--max-documents {limit}: must be at least 1")
-    spec = source or data_budget.source
+    """Train a WordPiece tokenizer with fixed special-token ids on normalised raw text."""
+    resolved = load_budget(output, "data", budget, {
+        "source": ("--source", source), "tokenizer.vocab_size": ("--vocab-size", vocab_size),
+        "tokenizer.max_training_documents": ("--max-documents", max_documents)})
+    data_budget = resolved.budget
+    size, limit, spec = data_budget.tokenizer.vocab_size, data_budget.tokenizer.max_training_documents, data_budget.source
     src = open_source(spec, split=data_budget.split, text_field=data_budget.text_field, seed=data_budget.seed,
                       max_documents=limit)
-    atomic.check_not_exists(out, force=force)
+    out = Path(out)
+    fingerprint = run_folder.fingerprint(data_budget.model_dump(mode="json"))
 
     seen = {"documents": 0, "characters": 0}
     start = time.perf_counter()
-    with atomic.atomic_dir(out, force=force) as work:
+    with run_folder.atomic_output(out, command="train-tokenizer", settings_fingerprint=fingerprint,
+                                  force=force) as work:
         with PhaseBars(output.console) as bars:
             advance = bars("train tokenizer", limit if spec == "embedded" else None)
             tok = train_tokenizer(

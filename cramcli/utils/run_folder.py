@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from cramcli.utils.atomic import write_json
+from cramcli.utils.atomic import atomic_dir, write_json
 from cramcli.utils.errors import UsageError
 
 MARKER = ".cram-folder.json"
@@ -96,29 +96,45 @@ def _empty(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(folder: Path, command: str) -> Iterator[None]:
-    """Hold the folder's lock for the duration; a second writer fails at once with the holder's pid and host."""
+def atomic_output(folder: Path, *, command: str, settings_fingerprint: str, force: bool = False,
+                  flag: str = "--out") -> Iterator[Path]:
+    """For a result written whole: yields a temporary folder beside `folder` (marker already inside) that
+    replaces `folder` in one rename when the block succeeds. An existing result of `command` is replaced only
+    with `force`; a foreign folder never. The lock sits beside the folder, since the folder itself is swapped."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / LOCK), timeout=0)
+    if check_owner(folder, command, flag) is not None and not force:
+        raise UsageError(f"{flag} {folder}: already exists; pass --force to replace it or choose another {flag}")
+    with locked(folder, command, beside=True), atomic_dir(folder, force=True) as tmp:
+        write_marker(tmp, command, settings_fingerprint)
+        yield tmp
+
+
+@contextlib.contextmanager
+def locked(folder: Path, command: str, *, beside: bool = False) -> Iterator[None]:
+    """Hold the folder's lock for the duration; a second writer fails at once with the holder's pid and host.
+    The lock lives in the folder, or `beside` it (`.NAME.cram.lock`) for a folder that is swapped whole."""
+    folder = Path(folder)
+    where, prefix = (folder.parent, f".{folder.name}") if beside else (folder, "")
+    where.mkdir(parents=True, exist_ok=True)
+    lock_file, holder_file = where / f"{prefix}{LOCK}", where / f"{prefix}{HOLDER}"
+    lock = FileLock(str(lock_file), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        holder = _holder(folder)
-        raise UsageError(f"{folder}: in use by {holder}; wait for it to finish (or stop it), or choose another "
-                         f"--out") from None
+        raise UsageError(f"{folder}: in use by {_holder(holder_file)}; wait for it to finish (or stop it), or "
+                         f"choose another --out") from None
     try:
-        write_json(folder / HOLDER, {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                                     "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(holder_file, {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                 "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         yield
     finally:
-        (folder / HOLDER).unlink(missing_ok=True)
-        lock.release()
+        holder_file.unlink(missing_ok=True)
+        lock.release()  # the empty lock file stays: deleting it would let two processes lock two inodes
 
 
-def _holder(folder: Path) -> str:
+def _holder(holder_file: Path) -> str:
     try:
-        h = json.loads((folder / HOLDER).read_text())
+        h = json.loads(holder_file.read_text())
         return f"`cram {h['command']}` (pid {h['pid']} on {h['host']}, since {h['since']})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another cram process"
