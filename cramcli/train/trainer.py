@@ -157,7 +157,7 @@ class Trainer:
         row = {"step": p.micro_steps, "optimizer_step": p.optimizer_steps, "loss": loss, "loss_ema": p.loss_ema,
                "lr": lr, "batch_size": batch, "tokens": p.tokens, "tokens_per_s": tokens_per_s,
                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops if self.peak_flops else None,
-               "fraction": fraction, "elapsed_s": elapsed, "eta_s": eta if math.isfinite(eta) else 0.0}
+               "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
         p.log.log(row)
         self.dashboard.update(row)
 
