@@ -28,15 +28,16 @@ from cramcli.train import checkpointing
 from cramcli.train.clock import BudgetClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.masking import static_prediction_rate
-from cramcli.train.metrics import MetricsLog, loss_svg
+from cramcli.train.metrics import MetricsLog
 from cramcli.train.optim import make_optimizer
 from cramcli.train.schedules import batch_size_at, lr_factor
 from cramcli.train.step import apply_gradients, autocast_dtype, forward_loss, mask_batch
-from cramcli.utils.atomic import write_json, write_text
+from cramcli.utils.atomic import write_bytes, write_json
 from cramcli.utils.console import Output
-from cramcli.utils.device import enable_fast_math, resolve_device
+from cramcli.utils.device import device_name, enable_fast_math, resolve_device
 from cramcli.utils.errors import RunError, UsageError
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
+from cramcli.utils.plots import training_png
 
 
 def run(
@@ -82,7 +83,21 @@ def run(
         trainer.setup(resume=resume, force=force)
         report = trainer.train()
     if rank == 0:
+        report["budget_name"] = budget_file_name("train", budget)
         output.report(report, _table(report), run_dir / "report.json")
+
+
+def budget_file_name(kind: str, budget: str) -> str:
+    """The name a budget goes by in file names: `hours_24` for preset 24 (budgets/train_budget_hours_24.json),
+    `X` for a file `train_budget_X.json`, else the file's stem; the model card names its budget copies after it."""
+    stem = budgets.resolve_path(kind, budget).stem
+    return stem.partition("_budget_")[2] or stem
+
+
+def _data_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the model card needs of the prepared data: its source and the (effective) data budget."""
+    source = (manifest.get("source") or {}).get("spec") or (manifest.get("budget") or {}).get("source")
+    return {"data_source": source, "data_budget": manifest.get("budget") or None}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -217,7 +232,8 @@ class Trainer:
             write_json(self.run_dir / "run-config.json", {"train": t.model_dump(mode="json"),
                                                       "arch": self.arch.model_dump(mode="json"),
                                                       "data": str(self.data.path), "world_size": self.world,
-                                                      "seed": self.seed, "config_key": self.key})
+                                                      "seed": self.seed, "config_key": self.key,
+                                                      **_data_record(self.data.manifest)})
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -406,16 +422,24 @@ class Trainer:
             fresh.rename(final)
             shutil.rmtree(old, ignore_errors=True)
             rows = self.metrics.rows
-            write_text(self.run_dir / "loss.svg", loss_svg([(r["step"], r["loss"]) for r in rows]))
+            write_bytes(self.run_dir / "training.png", training_png(rows, f"cram pretrain — {self.run_dir.name}"))
             elapsed = clock.elapsed()
             report = {"run": str(self.run_dir), "final": str(final), "stop_reason": stop_reason,
                       "micro_steps": self.micro_steps, "optimizer_steps": self.optimizer_steps,
-                      "tokens": self.tokens, "training_hours": elapsed / 3600, "budget_hours": self.train_budget.hours,
-                      "first_loss": rows[0]["loss"] if rows else None, "final_loss": rows[-1]["loss"] if rows else None,
-                      "loss_ema": self.loss_ema, "tokens_per_s": self.tokens / elapsed if elapsed > 0 else None,
-                      "world_size": self.world, "device": str(self.dev), "data": str(self.data.path)}
+                      "tokens": self.tokens, "training_hours": round(elapsed / 3600, 5),
+                      "budget_hours": self.train_budget.hours,
+                      "first_loss": _round(rows[0]["loss"] if rows else None, 4),
+                      "final_loss": _round(rows[-1]["loss"] if rows else None, 4), "loss_ema": _round(self.loss_ema, 4),
+                      "tokens_per_s": round(self.tokens / elapsed, 1) if elapsed > 0 else None,
+                      "world_size": self.world, "device": str(self.dev), "device_name": device_name(self.dev),
+                      "data": str(self.data.path)}
         self._barrier()
         return report
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    """Report numbers people read are rounded; metrics.jsonl keeps every logged value at full precision."""
+    return None if value is None else round(value, digits)
 
 
 def _table(report: dict[str, Any]) -> Table:
