@@ -125,7 +125,7 @@ def _intro(facts: CardFacts) -> str:
             "on a Single GPU in One Day* (Geiping & Goldstein, [arXiv:2212.14034](https://arxiv.org/abs/2212.14034)).")
     rep = facts.report
     if rep and rep.get("training_hours") is not None:
-        text += (f" It trained for {_hours(rep['training_hours'])} of a {_hours(rep.get('budget_hours'))} budget on "
+        text += (f" It trained for {_hours(rep['training_hours'])} (budget: {_hours(rep.get('budget_hours'))}) on "
                  f"{_hardware(rep)}.")
     return text + " Every number on this card was recorded by cram while the model was trained and evaluated.\n"
 

@@ -196,7 +196,7 @@ def _glue_png(glue_file: Path, results: dict[str, Any]) -> bytes:
     from cramcli.utils.plots import glue_png
 
     return glue_png(results["tasks"], [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)],
-                    f"GLUE dev ({results.get('protocol')} protocol), median of {results.get('trials')} trial(s)")
+                    f"GLUE dev, median of {results.get('trials')} trial(s), {results.get('protocol')} protocol")
 
 
 def _num_parameters(folder: Path) -> int:

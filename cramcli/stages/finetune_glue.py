@@ -132,7 +132,7 @@ def run(
     atomic.write_json(out / "results.json", results_doc)
     columns = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)]
     atomic.write_bytes(out / "glue.png", glue_png(
-        results, columns, f"GLUE dev ({cfg.protocol} protocol), median of {cfg.trials} trial(s)"))
+        results, columns, f"GLUE dev, median of {cfg.trials} trial(s), {cfg.protocol} protocol"))
     atomic.write_json(out / "hparams.json", settings)
     report = {"command": "finetune-glue", "out": str(out), "device": str(dev),
               "seconds": round(time.perf_counter() - started, 2), **summary}

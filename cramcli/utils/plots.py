@@ -54,19 +54,19 @@ def glue_png(tasks: dict[str, dict[str, Any]], columns: Iterable[str], title: st
     med = [stats[c][0] for c in cols]
     low = [stats[c][0] - stats[c][1] for c in cols]
     high = [stats[c][2] - stats[c][0] for c in cols]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * len(cols)), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.9 * len(cols)), 4.2))
     x = list(range(len(cols)))
     ax.bar(x, med, color="#4292c6", width=0.6)
     ax.errorbar(x, med, yerr=[low, high], fmt="none", ecolor="#08306b", capsize=5, linewidth=1.2)
     for xi, m, h in zip(x, med, high, strict=True):
         ax.annotate(f"{m:.1f}", (xi, m + h), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9)
     ax.set_xticks(x, cols)
-    ax.set_ylabel("dev score ×100 (median; whisker: min–max)")
+    ax.set_ylabel("score ×100 (whisker: min–max)")
     ax.axhline(0, color="black", linewidth=0.8)
     top = max([m + h for m, h in zip(med, high, strict=True)], default=1.0)
     ax.set_ylim(min(0.0, min(stats[c][1] for c in cols) - 5) if cols else 0.0, max(top * 1.12, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=11)
     return _png(fig)
 
 
