@@ -346,6 +346,13 @@ def label(name_or_path: str | Path) -> str:
     return _display_name(rest) if sep and kind in KINDS else stem
 
 
+def file_label(kind: str, name_or_path: str | Path) -> str:
+    """The name a budget goes by in published file names: `hours_24` for the preset 24
+    (`train_budget_hours_24.json`), `X` for a file `train_budget_X.json`, else the file's stem."""
+    stem = resolve_path(kind, name_or_path).stem
+    return stem.partition("_budget_")[2] or stem
+
+
 def load(kind: str, name_or_path: str | Path) -> Any:
     """Read and validate one budget; every problem becomes one line of a `UsageError` (exit 2)."""
     path = resolve_path(kind, name_or_path)

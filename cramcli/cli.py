@@ -197,6 +197,51 @@ app.command("convert", help="Alias of [bold]convert-attention[/].")(_convert_att
 
 
 # ----------------------------------------------------------------------------------------------------------
+# card and push
+
+
+@app.command("card")
+def card(
+    checkpoint: Annotated[Path, typer.Argument(help="A `cram pretrain` run folder or a checkpoint folder (RUN/final, a `cram convert` output).")],
+    glue: Annotated[Optional[Path], typer.Option("--glue", help="GLUE results.json (or its folder) of this checkpoint (default: MODEL/glue/results.json).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name for the title and the table (default: crammed-bert-<budget>).")] = None,
+    license: Annotated[str, typer.Option("--license", help="License id for the front matter (default: openrail, as the crammed-BERT cards).")] = "openrail",
+    note: Annotated[Optional[str], typer.Option("--note", help="A paragraph added under the title, e.g. what the model is for.")] = None,
+    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Hub repo the How-to-use loads from (default: the folder's path).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a card (or a file beside it) that was edited by hand.")] = False,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write the model card (README.md) into the checkpoint folder, from what cram recorded.
+
+    Front matter, architecture and budget, tokens seen, final MLM loss, the GLUE table (medians over trials),
+    How to use and the citation; the three budget files and the charts are placed beside the weights.
+    Regenerating gives the same file; a card edited by hand is kept unless [bold]--force[/].
+    """
+    _run_stage("card", json_mode, quiet, verbose, checkpoint=checkpoint, glue=glue, name=name, license=license,
+               note=note, repo_id=repo_id, force=force)
+
+
+@app.command("push")
+def push(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) to upload.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo OWNER/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to upload to (created if missing; default main).")] = None,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Upload a checkpoint to the Hugging Face hub with its model card (written first if missing).
+
+    Needs a token: HF_TOKEN or `hf auth login`.
+    """
+    _run_stage("push", json_mode, quiet, verbose, checkpoint=checkpoint, repo_id=repo_id, private=private,
+               revision=revision)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # demo and bench
 
 

@@ -28,7 +28,7 @@ def test_report_and_summary(demo: tuple[Path, dict]) -> None:
     out, report = demo
     assert report == json.loads((out / "report.json").read_text())
     assert set(report["stages"]) == {"train-tokenizer", "prepare-data", "pretrain", "glue tasks", "glue",
-                                     "convert → flash", "convert → pytorch"}
+                                     "convert → flash", "convert → pytorch", "card"}
     assert not any(step["reused"] for step in report["stages"].values())
     for path in report["artefacts"].values():
         assert Path(path).exists(), path
@@ -66,7 +66,10 @@ def test_artefacts_load(demo: tuple[Path, dict]) -> None:
     for folder in ("SST-2", "RTE", "STS-B"):
         assert (out / "glue_data" / folder / "train.tsv").is_file()
     lines = (out / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) >= 2 and (out / "run" / "loss.svg").is_file()
+    assert len(lines) >= 2 and (out / "run" / "training.png").is_file()
+    card = (out / "run" / "final" / "README.md").read_text()
+    assert "| Task | MNLI-(m/mm) |" in card and "](training.png)" in card and "](glue.png)" in card
+    assert (out / "run" / "final" / "glue.png").is_file() and (out / "run" / "final" / "train_budget_demo.json").is_file()
 
 
 def test_rerun_reuses_and_other_settings_need_fresh(demo: tuple[Path, dict]) -> None:

@@ -50,14 +50,14 @@ def test_loss_falls_and_run_folder_is_complete(tmp):
     assert report["stop_reason"] == "max_steps (150)" and report["micro_steps"] == 150
     assert report["final_loss"] < 0.75 * report["first_loss"]
     run = tmp / "run"
-    for name in ("final", "metrics.jsonl", "report.json", "loss.svg", "run-config.json"):
+    for name in ("final", "metrics.jsonl", "report.json", "training.png", "run-config.json"):
         assert (run / name).exists(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # step-keyed clock: the LR follows one-cycle over micro_steps / max_steps, set at the start of each batch
     for row in rows:
         x = (row["step"] - 1) / 150
         assert row["lr"] == pytest.approx(1e-2 * (2 * x if x < 0.5 else 2 - 2 * x))
-    assert (run / "loss.svg").read_text().startswith("<svg")
+    assert (run / "training.png").read_bytes().startswith(b"\x89PNG")
     from cramcli.model.checkpoint import load_pretrained
 
     assert load_pretrained(run) is not None

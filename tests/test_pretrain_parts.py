@@ -1,4 +1,4 @@
-"""Checkpoint states, metrics and the SVG curve, without a model."""
+"""Checkpoint states, metrics and the training chart, without a model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from cramcli.train import checkpointing
-from cramcli.train.metrics import MetricsLog, loss_svg
+from cramcli.train.metrics import MetricsLog
 from cramcli.train.optim import param_groups
+from cramcli.utils.plots import training_png
 
 
 def test_keep_last_k_and_fallback(tmp_path):
@@ -52,15 +53,15 @@ def test_param_groups_exclude_by_substring():
     assert len(decay["params"]) == 2 and len(plain["params"]) == 2 and plain["weight_decay"] == 0.0
 
 
-def test_metrics_log_resume_and_svg(tmp_path):
+def test_metrics_log_resume_and_chart(tmp_path):
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in (1, 2, 3):
         log.log({"step": step, "loss": 5.0 - step})
     again = MetricsLog(tmp_path / "metrics.jsonl")
     again.truncate_after(2)
     assert [r["step"] for r in MetricsLog(tmp_path / "metrics.jsonl").rows] == [1, 2]
-    svg = loss_svg([(r["step"], r["loss"]) for r in again.rows])
-    assert svg.startswith("<svg") and "<polyline" in svg and svg.rstrip().endswith("</svg>")
+    png = training_png(again.rows)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png == training_png(again.rows)  # deterministic bytes
 
 
 def test_plain_progress_lines_are_rate_limited(monkeypatch):

@@ -11,6 +11,7 @@ same code a real run does. Layout of `--out`:
     glue/        cram glue --model run --glue-dir glue_data --budget demo
     convert/     cram convert run/final --attention flash → convert/flash, then back → convert/pytorch (each
                  with its parity check)
+    run/final/README.md   cram card run --glue glue (the model card; budgets and charts beside the weights)
     report.json  what ran, where everything is, MLM loss start → end, each task vs its baseline
 
 A rerun reuses every finished stage (each is skipped when its report.json exists); `--fresh` starts over.
@@ -35,6 +36,9 @@ from cramcli.utils.errors import RunError, UsageError
 
 _MARKER = "demo-settings.json"
 _GLUE_COLUMNS = {"sst2": ("SST-2", "accuracy"), "rte": ("RTE", "accuracy"), "stsb": ("STS-B", "pearson")}
+DEMO_NOTE = ("A demo model: a few minutes of pretraining on cram's embedded corpus, and GLUE-style tasks (SST-2, RTE, "
+             "STS-B layouts) generated from that same corpus, not the GLUE benchmark; it shows the pipeline, not a "
+             "useful model.")
 MLM_TARGET = 0.5
 """The demo's bar: masked-LM loss at the end below this fraction of its start."""
 
@@ -63,7 +67,7 @@ def run(
     steps: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
 
-    from cramcli.stages import convert_attention, finetune_glue, prepare_data, pretrain, train_tokenizer
+    from cramcli.stages import card, convert_attention, finetune_glue, prepare_data, pretrain, train_tokenizer
 
     tokenizer = out / "tokenizer"
     steps["train-tokenizer"] = _step(output, "train-tokenizer", tokenizer, lambda: train_tokenizer.run(
@@ -101,6 +105,11 @@ def run(
     steps["convert → pytorch"] = _step(output, "convert → pytorch", back, lambda: convert_attention.run(
         sub, checkpoint=flash, out=back, attention="pytorch", device=None, gpu=None, force=False))
 
+    # The model card (README.md, budgets and charts beside the weights), as `cram card run --glue glue` writes it.
+    final = run_dir / "final"
+    steps["card"] = _step(output, "card", final, lambda: card.write_card(
+        final, glue=glue / "results.json", note=DEMO_NOTE), done=final / card.README)
+
     report = _summarise(out, steps, task_baselines, time.perf_counter() - started)
     output.report(report, _render(report), out / "report.json")
     if not report["ok"]:
@@ -122,9 +131,9 @@ def _claim(out: Path, settings: dict[str, Any], fresh: bool) -> None:
     atomic.write_json(marker, settings)
 
 
-def _step(output: Output, name: str, path: Path, call: Callable[[], Any]) -> dict[str, Any]:
-    """Run one stage unless its report.json shows it finished; failures name the stage and its folder."""
-    if (path / "report.json").is_file():
+def _step(output: Output, name: str, path: Path, call: Callable[[], Any], done: Path | None = None) -> dict[str, Any]:
+    """Run one stage unless its report.json (or `done`) shows it finished; failures name the stage and its folder."""
+    if (done or path / "report.json").is_file():
         output.info(f"[green]✓[/] {name}: reusing {path}")
         return {"path": str(path), "reused": True, "seconds": 0.0}
     output.console.rule(f"[bold]{name}[/]")
@@ -165,7 +174,9 @@ def _summarise(out: Path, steps: dict[str, dict[str, Any]], baselines: dict[str,
         "prepared data": str(out / "data" / "manifest.json"),
         "final checkpoint": str(out / "run" / "final"),
         "metrics": str(out / "run" / "metrics.jsonl"),
-        "loss curve": str(out / "run" / "loss.svg"),
+        "training curves": str(out / "run" / "training.png"),
+        "model card": str(out / "run" / "final" / "README.md"),
+        "GLUE chart": str(out / "glue" / "glue.png"),
         "GLUE tasks": str(out / "glue_data"),
         "GLUE results": str(out / "glue" / "results.json"),
         "flash-layout checkpoint": str(out / "convert" / "flash"),

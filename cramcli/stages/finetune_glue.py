@@ -1,7 +1,7 @@
 """Stage `finetune_glue` (alias `glue`): the GLUE-sane protocol over trials, medians and the model card's table.
 
 Layout of `--out` (default `<model>/glue`): `trials/<task>_<n>.json` (one per finished fine-tuning, written as
-it completes, so a rerun resumes), `results.json`, `hparams.json`, `report.json`.
+it completes, so a rerun resumes), `results.json`, `hparams.json`, `report.json`, `glue.png` (medians and spread).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from cramcli.utils import atomic
 from cramcli.utils.console import Output
 from cramcli.utils.cpu import keep_freed_memory
 from cramcli.utils.device import resolve_device
+from cramcli.utils.digest import weights_sha256
 from cramcli.utils.errors import UsageError
+from cramcli.utils.plots import glue_png
 
 
 def run(
@@ -120,11 +122,17 @@ def run(
 
     medians = {col: r["median"][col] for r in results.values() for col in r["median"]}
     average, complete = card_average(medians)
-    summary = {"columns": medians, "average": round(average, 2) if medians else None, "average_complete": complete,
+    # The summary is what people read: 2 decimals. `tasks` keeps every raw number for scripts.
+    summary = {"columns": {c: round(v, 2) for c, v in medians.items()},
+               "average": round(average, 2) if medians else None, "average_complete": complete,
                "average_of": sum(1 for c, *_ in CARD_COLUMNS if c in medians)}
-    results_doc = {"checkpoint": str(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials, "seed": seed,
-                   "summary": summary, "tasks": results}
+    results_doc = {"checkpoint": str(checkpoint), "checkpoint_path": str(checkpoint.resolve()),
+                   "weights_sha256": weights_sha256(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials,
+                   "seed": seed, "summary": summary, "tasks": results}
     atomic.write_json(out / "results.json", results_doc)
+    columns = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)]
+    atomic.write_bytes(out / "glue.png", glue_png(
+        results, columns, f"GLUE dev, median of {cfg.trials} trial(s), {cfg.protocol} protocol"))
     atomic.write_json(out / "hparams.json", settings)
     report = {"command": "finetune-glue", "out": str(out), "device": str(dev),
               "seconds": round(time.perf_counter() - started, 2), **summary}
@@ -151,7 +159,7 @@ def _prepare_out(out: Path, settings: dict[str, Any], force: bool) -> None:
     """Resume only what was made with the same settings; --force starts over."""
     if force and out.exists():
         shutil.rmtree(out / "trials", ignore_errors=True)
-        for name in ("results.json", "hparams.json", "report.json"):
+        for name in ("results.json", "hparams.json", "report.json", "glue.png"):
             (out / name).unlink(missing_ok=True)
     saved = out / "hparams.json"
     if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(settings):

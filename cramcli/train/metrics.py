@@ -1,4 +1,4 @@
-"""Metrics: one JSON line per log step, a hand-written SVG loss curve, TensorBoard/W&B only when importable."""
+"""Metrics: one JSON line per log step, TensorBoard/W&B only when importable (charts: cramcli/utils/plots.py)."""
 
 from __future__ import annotations
 
@@ -85,35 +85,3 @@ def _wandb(folder: Path) -> Any:
         return None
     return wandb.init(name=folder.name, dir=str(folder), resume="allow")
 
-
-def loss_svg(points: list[tuple[float, float]], title: str = "MLM loss") -> str:
-    """A minimal line chart (x = micro-step, y = loss) as SVG, no plotting library needed."""
-    width, height, pad = 640, 360, 48
-    if not points:
-        points = [(0.0, 0.0)]
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) or 1.0
-    y0, y1 = min(ys), max(ys)
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 = y1 if y1 > y0 else y0 + 1
-
-    def sx(x: float) -> float:
-        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
-
-    def sy(y: float) -> float:
-        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
-
-    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">\n'
-        f'<rect width="100%" height="100%" fill="white"/>\n'
-        f'<text x="{width / 2}" y="20" text-anchor="middle">{title}</text>\n'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>\n'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>\n'
-        f'<text x="{pad}" y="{height - pad + 16}">{x0:g}</text>\n'
-        f'<text x="{width - pad}" y="{height - pad + 16}" text-anchor="end">{x1:g} steps</text>\n'
-        f'<text x="{pad - 4}" y="{sy(y0):.1f}" text-anchor="end">{y0:.2f}</text>\n'
-        f'<text x="{pad - 4}" y="{sy(y1):.1f}" text-anchor="end">{y1:.2f}</text>\n'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{path}"/>\n'
-        "</svg>\n"
-    )

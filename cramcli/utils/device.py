@@ -53,3 +53,19 @@ def enable_fast_math(dev: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         keep_freed_memory()
+
+
+def device_name(dev: torch.device) -> str:
+    """What the device is, for reports and model cards: the GPU's name, or the CPU model and its core count."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import os
+    import platform
+
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:  # Linux: the marketing name is only here
+            model = next((ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU {model or platform.machine()} ({os.cpu_count()} cores)".replace("  ", " ")

@@ -1,0 +1,1 @@
+"""Publishing a checkpoint: its model card (the hub upload itself is cramcli/stages/push.py)."""

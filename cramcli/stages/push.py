@@ -1,0 +1,132 @@
+"""Stage `push`: upload a checkpoint folder to the Hugging Face hub (create the repo, upload the folder).
+
+The model card is written first when the folder has none; cram's own unedited card is rewritten so its
+How-to-use names the hub repo instead of the local folder; a hand-edited card is uploaded as it is.
+Every problem (no token, offline, unreachable hub, rejected token, bad repo id) is one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from cramcli.utils.console import Output
+from cramcli.utils.errors import UsageError
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_LOGIN = "set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) or run `hf auth login`"
+IGNORE = [".*", "**/.*"]
+"""Hidden files (atomic-write leftovers, editor files) never leave the machine."""
+
+
+def run(output: Output, *, checkpoint: Path, repo_id: str, private: bool = False, revision: str | None = None) -> None:
+    from cramcli.stages import card
+
+    _check_repo_id(repo_id)
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision: empty; pass a branch name, e.g. --revision main")
+    folder, _ = card.find_checkpoint(Path(checkpoint))
+    import huggingface_hub
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it (and HF_HUB_OFFLINE=0) to push")
+    token = huggingface_hub.get_token()
+    if not token:
+        raise UsageError(f"no Hugging Face token found; {_LOGIN}")
+
+    card_note = _ensure_card(output, folder, repo_id)
+    api = HfApi(endpoint=constants.ENDPOINT, token=token)
+    with _hub_errors(repo_id, constants.ENDPOINT):
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        output.info(f"uploading {folder} to {url} …")
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
+                                   ignore_patterns=IGNORE, commit_message=f"cram push of {folder.name}")
+    report = {"repo_id": repo_id, "url": str(url), "revision": revision or "main", "private": private,
+              "folder": str(folder), "commit": getattr(commit, "commit_url", str(commit)), "card": card_note}
+    output.report(report, _table(report))
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id or repo_id.endswith((".git", ".")):
+        raise UsageError(f"--repo-id {repo_id!r}: not a hub repo id; use OWNER/NAME (letters, digits, '-', '_', '.'; "
+                         "no '--' or '..'), e.g. --repo-id alice/crammed-bert")
+
+
+def _ensure_card(output: Output, folder: Path, repo_id: str) -> str:
+    """Write the card when missing; point cram's own card at the repo; leave an edited card alone."""
+    from cramcli.stages import card
+
+    readme = folder / card.README
+    if not readme.exists():
+        card.write_card(folder, repo_id=repo_id)
+        return "written"
+    inputs = card.card_inputs(folder)
+    if inputs is None:
+        output.info(f"{readme}: edited by hand; uploading it as it is")
+        return "kept (edited by hand)"
+    if inputs.get("repo_id") == repo_id:
+        return "kept (cram's, for this repo)"
+    glue = inputs.get("glue")
+    card.write_card(folder, glue=Path(glue) if glue and Path(glue).is_file() else None, name=inputs.get("name"),
+                    license=inputs.get("license") or card.DEFAULT_LICENSE, note=inputs.get("note"), repo_id=repo_id)
+    return "rewritten for this repo"
+
+
+class _hub_errors:
+    """Turn the hub client's exceptions into one line each (their classes differ across huggingface_hub
+    versions: requests, httpx, httpx2), never a traceback."""
+
+    def __init__(self, repo_id: str, endpoint: str) -> None:
+        self.repo_id, self.endpoint = repo_id, endpoint
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, UsageError):
+            return False
+        from huggingface_hub.errors import HfHubHTTPError
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if isinstance(exc, HfHubHTTPError):
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status == 401:
+                raise UsageError(f"the hub rejected the token (401 at {self.endpoint}); {_LOGIN}") from None
+            if status == 403:
+                raise UsageError(f"--repo-id {self.repo_id}: the token may not write there (403); use a repo under "
+                                 "your name or an organisation that granted you write access") from None
+            raise UsageError(f"--repo-id {self.repo_id}: the hub refused ({status}: {first})") from None
+        if _is_network_error(exc):
+            raise UsageError(f"cannot reach the hub at {self.endpoint} ({type(exc).__name__}: {first}); check the "
+                             "network connection (or HF_ENDPOINT), then push again") from None
+        return False
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses."""
+    if isinstance(exc, OSError):  # includes requests' ConnectionError (huggingface_hub < 1.0)
+        return True
+    classes: list[type] = []
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",))):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        classes += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
+    return isinstance(exc, tuple(classes))
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title="cram push", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key in ("url", "revision", "private", "folder", "card", "commit"):
+        table.add_row(key, str(report[key]))
+    return table
+
