@@ -257,3 +257,39 @@ def test_bad_original_run_folders_fail_in_one_line(kind: str, message: str, tmp_
         assert res.exit_code == 2 and message in res.output, res.output
         assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_v1_run_folder_with_model_pth_loads(tmp_path: Path) -> None:
+    """The v1 code's writer saved `model.pth`; rebuilt here from the v1 hub fixture (same weights, same arch)."""
+    hub = RUN.parent / "v1-legacy-tiny"
+    if not hub.is_dir():
+        pytest.skip("../shared/fixtures/cramming/v1-legacy-tiny is not available")
+    ck = tmp_path / "run" / "checkpoints" / "ScriptableMaskedLM_2023-01-01_3.1416"
+    write_tokenizer(ck)
+    arch = json.loads((hub / "config.json").read_text())["arch"]
+    arch["embedding"]["vocab_size"] = None  # as the original writes it
+    (ck / "model_config.json").write_text(json.dumps(arch))
+    torch.save(torch.load(hub / "pytorch_model.bin", weights_only=True), ck / "model.pth")
+    source = read_checkpoint(tmp_path / "run")
+    assert source.format == "cramming-v1" and source.weights_file.name == "model.pth" and source.special.pad == 6
+    ref = load_file(str(hub / "reference.safetensors"))
+    with torch.no_grad():
+        model = load_pretrained(tmp_path / "run", attention="pytorch")  # v1 was flash-attn
+        assert (model(ref["input_ids"]).logits - ref["mlm_logits"]).abs().max() <= 1e-5
+
+
+def test_a_flash_checkpoint_on_the_cpu_is_one_line_not_a_traceback(ckpt: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine may run flash")
+    assert runner.invoke(app, ["convert", "--attention", "flash", str(ckpt), "-o", str(tmp_path / "flash")]).exit_code == 0
+    glue = tmp_path / "glue"
+    (glue / "RTE").mkdir(parents=True)
+    rows = [f"{i}\tthe cat sat .\ta dog ran .\t{'entailment' if i % 2 else 'not_entailment'}" for i in range(8)]
+    for split in ("train", "dev"):
+        (glue / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    res = runner.invoke(app, ["glue", "--model", str(tmp_path / "flash"), "--glue-dir", str(glue), "--tasks", "rte",
+                              "--trials", "1", "--budget", "demo", "--epochs", "1", "--out", str(tmp_path / "o"),
+                              "--device", "cpu", "--quiet"])
+    assert res.exit_code == 2 and "cram convert --attention pytorch" in res.output, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "results.json").exists()
