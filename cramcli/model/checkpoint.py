@@ -298,10 +298,13 @@ def _read_original(folder: Path, config_file: Path, arch: dict[str, Any] | None,
         embedding["pad_token_id"] = special.pad
     try:
         config = convert.original_config({"arch": {**arch, "embedding": embedding}})
+    except convert.ImportProblem as exc:
+        raise CheckpointError(f"{config_file}: {exc}") from None
+    try:
         renamed = convert.original_state_dict(state, config["num_heads"],
                                               config["hidden_size"] // max(1, config["num_heads"]))
     except convert.ImportProblem as exc:
-        raise CheckpointError(f"{config_file if 'tensor' not in str(exc) else weights}: {exc}") from None
+        raise CheckpointError(f"{weights}: {exc}") from None
     if special is not None:
         config.update(special.config_fields())
     notes[0] += f" → cram backend {config['attention']!r}"
