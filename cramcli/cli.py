@@ -58,6 +58,12 @@ def _run_stage(module: str, json_mode: bool, quiet: bool, verbose: bool, **kwarg
         stage.run(output=output, **kwargs)
     except CramError as exc:
         _fail(exc)
+    except (ValueError, RuntimeError) as exc:
+        # The model layer raises plain ValueError/RuntimeError; those its caller's input caused are one line too.
+        model_errors = sys.modules.get("cramcli.model.errors")
+        if model_errors is None or not isinstance(exc, model_errors.INPUT_ERRORS):
+            raise
+        _fail(UsageError(str(exc)))
     except KeyboardInterrupt:
         _err.print("[red]interrupted[/]")
         raise typer.Exit(130) from None

@@ -72,8 +72,14 @@ class _TinyClassifier(torch.nn.Module):
 def stub_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, list]:
     calls: list[dict] = []
     fake = types.ModuleType("cramcli.model.checkpoint")
-    fake.is_checkpoint = lambda p: (Path(p) / "config.json").exists()  # type: ignore[attr-defined]
-    fake.resolve = checkpoint.resolve  # type: ignore[attr-defined]  # the real run-folder → final/ rule
+
+    def find_checkpoint(path: Path) -> Path:
+        folder = checkpoint.resolve(path)  # the real run-folder → final/ rule
+        if not (folder / "config.json").exists():
+            raise ValueError(f"{folder}: not a checkpoint folder")
+        return folder
+
+    fake.find_checkpoint = find_checkpoint  # type: ignore[attr-defined]
 
     def load_pretrained(path: Path, head: str = "mlm", num_labels: int | None = None, **over: object) -> torch.nn.Module:
         calls.append({"head": head, "num_labels": num_labels, **over})

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cramcli.model.config import CrammedBertConfig
-from cramcli.utils.errors import UsageError
+from cramcli.model.errors import BackendUnavailable
 
 
 def padding_mask(attention_mask: torch.Tensor | None, config: CrammedBertConfig) -> torch.Tensor | None:
@@ -79,12 +79,12 @@ def flash_available() -> bool:
 def _flash(qkv: torch.Tensor, mask: torch.Tensor | None, dropout: float) -> torch.Tensor:
     """qkv [B, S, 3, heads, d] → [B, S, heads, d] with flash-attn; padded rows are packed for the varlen kernel."""
     if qkv.device.type != "cuda" or qkv.dtype not in (torch.float16, torch.bfloat16):
-        raise UsageError(f"attention 'flash' needs CUDA and fp16/bf16 (autocast); got {qkv.device.type} {qkv.dtype}:"
+        raise BackendUnavailable(f"attention 'flash' needs CUDA and fp16/bf16 (autocast); got {qkv.device.type} {qkv.dtype}:"
                          " use attention 'pytorch' (cram convert --attention pytorch CKPT -o OUT)")
     try:
         from flash_attn import flash_attn_qkvpacked_func, flash_attn_varlen_qkvpacked_func
     except ImportError:
-        raise UsageError("attention 'flash' needs the flash-attn package (pip install -e '.[flash]');"
+        raise BackendUnavailable("attention 'flash' needs the flash-attn package (pip install -e '.[flash]');"
                          " or use attention 'pytorch'") from None
     if mask is None:
         return flash_attn_qkvpacked_func(qkv, dropout_p=dropout)

@@ -1,56 +1,74 @@
-"""HF-native checkpoints: `config.json` + `model.safetensors` (+ tokenizer files), and loading of cram's own
-checkpoints, pretrain run folders and original cramming v1/v2 checkpoints (auto-detected from config.json).
+"""Checkpoint folders: cram's own, written and read with transformers' `save_pretrained` / `from_pretrained`,
+and the original cramming layouts, read by hand into cram's names.
 
-Every problem with a folder becomes one `UsageError` line naming the file and what is wrong.
+What `read_checkpoint` accepts (`resolve` finds the checkpoint inside a run folder):
+- cram: `config.json` (model_type `cram-bert`) + `model.safetensors` + the tokenizer files; `cram pretrain`
+  writes one to `RUN/final/`.
+- original, hub layout (v1 legacy, v2): `config.json` (model_type `crammedBERT`, the arch under `arch`) +
+  `pytorch_model.bin` (v1) or `model.safetensors` (v2).
+- original, run layout: `RUN/checkpoints/<id>/` as the original's final-checkpoint writer leaves it:
+  `model_config.json` (the bare arch dict) + `model.safetensors` (v2) or `model.pth` (v1) + its tokenizer.
+
+Special-token ids come from the checkpoint's tokenizer (`cramcli/model/tokenizer.py`); a config that names
+other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from cramcli.model import convert
 from cramcli.model.config import CrammedBertConfig
+from cramcli.model.errors import CheckpointError
 from cramcli.model.modeling import (
     CrammedBertForMaskedLM,
     CrammedBertForSequenceClassification,
     CrammedBertModel,
     CrammedBertPreTrainedModel,
 )
-from cramcli.utils.atomic import atomic_dir, write_json
-from cramcli.utils.errors import UsageError
+from cramcli.model.tokenizer import TOKENIZER_FILES, SpecialIds, copy_tokenizer, load_tokenizer, special_ids
+from cramcli.utils.atomic import atomic_dir
+
+__all__ = ["TOKENIZER_FILES", "CheckpointError", "Source", "build_model", "find_checkpoint", "is_checkpoint",
+           "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "special_ids",
+           "unwrap"]
 
 WEIGHTS = "model.safetensors"
-LEGACY_WEIGHTS = "pytorch_model.bin"
+HUB_V1_WEIGHTS = "pytorch_model.bin"
+RUN_V1_WEIGHTS = "model.pth"
+RUN_CONFIG = "model_config.json"
 HEADS: dict[str, type[CrammedBertPreTrainedModel]] = {
     "mlm": CrammedBertForMaskedLM, "cls": CrammedBertForSequenceClassification, "base": CrammedBertModel}
 _BY_CLASS = {cls.__name__: head for head, cls in HEADS.items()}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-# cram's fixed special tokens (shared interface 1), for a tokenizer_config.json when the source has none.
-_SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-            "cls_token": "<cls>", "sep_token": "<sep>", "mask_token": "<mask>"}
+_EMBEDDING, _DECODER = "encoder.embedding.word_embedding.weight", "decoder.weight"
 
 
 @dataclass
 class Source:
-    """What `read_checkpoint` found: the config fields, the weights in cram's names, and where they came from."""
+    """What `read_checkpoint` found: the config fields, where the weights are, the tokenizer's special ids."""
 
     folder: Path
     format: str
     """`cram`, `cramming-v1` or `cramming-v2`."""
     config: dict[str, Any]
-    state: dict[str, torch.Tensor]
+    """CrammedBertConfig fields."""
     weights_file: Path
     head: str
     """The head the checkpoint was saved with (`mlm`, `cls`, `base`)."""
+    special: SpecialIds | None
+    """The ids of the tokenizer beside the weights; None when the folder has no tokenizer."""
+    state: dict[str, torch.Tensor] | None = None
+    """Original checkpoints only: the weights renamed to cram's names (cram's own load with from_pretrained)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,141 +88,273 @@ def unwrap(model: nn.Module) -> CrammedBertPreTrainedModel:
 
 def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None = None, *,
                     force: bool = False) -> Path:
-    """Write `out_dir` atomically: config.json, model.safetensors (fp32 unless the model is in another dtype;
-    the tied decoder stored once, under the embedding) and the tokenizer files when given a tokenizer.json or
-    a folder holding one. Refuses an existing `out_dir` unless `force`."""
+    """Write `out_dir` atomically with `save_pretrained` (config.json + model.safetensors, in the model's dtype,
+    the tied decoder stored once under the embedding) and the tokenizer files when given a tokenizer.json or a
+    folder holding one. The saved config carries that tokenizer's pad/cls/sep/mask ids (the model's config
+    object is updated to them). Refuses an existing `out_dir` unless `force`."""
     net = unwrap(model)
-    tied = set(net._tied_weights_keys or {}) if isinstance(net._tied_weights_keys, dict) else set()
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if k not in tied}
-    config = net.config
-    config.architectures = [type(net).__name__]
     with atomic_dir(Path(out_dir), force=force) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        config.to_json_file(str(tmp / "config.json"))
         if tokenizer_path is not None:
-            copy_tokenizer(Path(tokenizer_path), tmp, config.max_seq_length)
+            copy_tokenizer(Path(tokenizer_path), tmp, net.config.max_seq_length)
+            tok = load_tokenizer(tmp)
+            if tok.get_vocab_size() > net.config.vocab_size:
+                raise CheckpointError(f"{tokenizer_path}: {tok.get_vocab_size()} tokens but the model has "
+                                      f"{net.config.vocab_size} embedding rows; save it with the tokenizer it was "
+                                      "trained with")
+            for name, value in special_ids(tmp, tok).config_fields().items():
+                setattr(net.config, name, value)
+        with quiet_transformers():
+            net.save_pretrained(tmp)
     return Path(out_dir)
 
 
-def copy_tokenizer(source: Path, dest: Path, model_max_length: int) -> list[str]:
-    """Copy tokenizer.json and its HF side files; write a tokenizer_config.json naming cram's special tokens
-    when the source has none, so `AutoTokenizer.from_pretrained(checkpoint)` works. Returns the files written."""
-    folder = source if source.is_dir() else source.parent
-    main = source / "tokenizer.json" if source.is_dir() else source
-    if not main.is_file():
-        raise UsageError(f"{main}: tokenizer file not found")
-    shutil.copyfile(main, dest / "tokenizer.json")
-    written = ["tokenizer.json"]
-    for name in TOKENIZER_FILES[1:]:
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, dest / name)
-            written.append(name)
-    if "tokenizer_config.json" not in written:
-        write_json(dest / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast",
-                                                    "model_max_length": model_max_length, **_SPECIAL})
-        written.append("tokenizer_config.json")
-    return written
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars or load reports inside cram's own output; cram checks the load itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------------------
-# finding and reading
+# finding
+
+
+def _has_config(folder: Path) -> bool:
+    return (folder / "config.json").is_file() or (folder / RUN_CONFIG).is_file()
 
 
 def resolve(path: Path) -> Path:
-    """A checkpoint folder, or a pretrain run folder (→ its `final/`)."""
+    """The checkpoint folder a path means: itself, a cram run's `final/`, or an original run's latest
+    `checkpoints/<id>/` (latest by modification time, the original's `eval.checkpoint=latest` rule)."""
     path = Path(path)
-    if not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+    if _has_config(path):
+        return path
+    if _has_config(path / "final"):
         return path / "final"
-    return path
+    runs = path / "checkpoints"
+    candidates = [p for p in runs.iterdir() if (p / RUN_CONFIG).is_file()] if runs.is_dir() else []
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else path
 
 
 def is_checkpoint(path: Path) -> bool:
-    """Cheap check: a folder (or run folder) with a config.json of a known model type and a weight file."""
+    """Cheap check: `resolve(path)` holds a config of a known kind and a weight file beside it."""
     folder = resolve(Path(path))
-    try:
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return False
-    has_weights = (folder / WEIGHTS).is_file() or (folder / LEGACY_WEIGHTS).is_file()
-    return has_weights and model_type in (CrammedBertConfig.model_type, convert.ORIGINAL_MODEL_TYPE)
+    if (folder / "config.json").is_file():
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return False
+        has_weights = (folder / WEIGHTS).is_file() or (folder / HUB_V1_WEIGHTS).is_file()
+        return has_weights and model_type in (CrammedBertConfig.model_type, convert.ORIGINAL_MODEL_TYPE)
+    return (folder / RUN_CONFIG).is_file() and ((folder / WEIGHTS).is_file() or (folder / RUN_V1_WEIGHTS).is_file())
+
+
+def find_checkpoint(path: Path) -> Path:
+    """`resolve(path)`, checked to be a loadable checkpoint (config, weights, tokenizer agree)."""
+    return read_checkpoint(path).folder
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
 
 
 def read_checkpoint(path: Path) -> Source:
-    """Read any supported checkpoint into cram's names (no model is built). Raises UsageError otherwise."""
+    """Read any supported checkpoint (no model is built; original weights are renamed into cram's names)."""
     folder = resolve(Path(path))
     if not folder.exists():
-        raise UsageError(f"{folder}: no such folder; pass a checkpoint folder (config.json + model.safetensors)")
+        raise CheckpointError(f"{folder}: no such folder; pass a checkpoint folder (config.json + model.safetensors)")
     if not folder.is_dir():
-        raise UsageError(f"{folder}: not a folder; pass the checkpoint folder that holds config.json")
+        raise CheckpointError(f"{folder}: not a folder; pass the checkpoint folder that holds config.json")
+    if not (folder / "config.json").is_file() and (folder / RUN_CONFIG).is_file():
+        return _read_original_run(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
-        raise UsageError(f"{folder}: not a checkpoint folder (no config.json; found {present}); "
-                         "a checkpoint is what `cram pretrain` writes to RUN/final")
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{config_file}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{config_file}: expected a JSON object")
+        raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json; found {present}); a checkpoint "
+                              "is what `cram pretrain` writes to RUN/final, or an original run's checkpoints/<id>/")
+    raw = _read_json(config_file)
     model_type = raw.get("model_type")
     if model_type == CrammedBertConfig.model_type:
         return _read_own(folder, raw)
     if model_type == convert.ORIGINAL_MODEL_TYPE:
-        return _read_original(folder, raw)
-    raise UsageError(f"{config_file}: unknown model_type {model_type!r}; cram reads {CrammedBertConfig.model_type!r}"
-                     f" (its own) and {convert.ORIGINAL_MODEL_TYPE!r} (original cramming v1/v2)")
+        arch = raw.get("arch")
+        weights = folder / WEIGHTS if (folder / WEIGHTS).is_file() else folder / HUB_V1_WEIGHTS
+        return _read_original(folder, config_file, arch if isinstance(arch, dict) else None, weights)
+    raise CheckpointError(f"{config_file}: unknown model_type {model_type!r}; cram reads "
+                          f"{CrammedBertConfig.model_type!r} (its own) and {convert.ORIGINAL_MODEL_TYPE!r} "
+                          "(original cramming v1/v2)")
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return raw
 
 
 def _read_own(folder: Path, raw: dict[str, Any]) -> Source:
-    config = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "architectures")}
+    fields = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "architectures")}
     head = next((_BY_CLASS[n] for n in raw.get("architectures") or [] if n in _BY_CLASS), "mlm")
-    state = _load_weights(folder / WEIGHTS)
-    return Source(folder, "cram", config, state, folder / WEIGHTS, head)
+    config = _config(fields, folder / "config.json")
+    special = None
+    if (folder / "tokenizer.json").is_file():
+        special = special_ids(folder)
+        wrong = [f"{name} {getattr(config, name)} (tokenizer: {value})" for name, value in
+                 special.config_fields().items() if getattr(config, name) not in (None, value)]
+        if wrong:
+            raise CheckpointError(f"{folder / 'config.json'}: special-token ids disagree with tokenizer.json: "
+                                  f"{', '.join(wrong)}; put the model's own tokenizer beside it, or set those "
+                                  "ids in config.json to the tokenizer's")
+    _check_own_weights(folder / WEIGHTS, _expected_shapes(config, head))
+    return Source(folder, "cram", fields, folder / WEIGHTS, head, special)
 
 
-def _read_original(folder: Path, raw: dict[str, Any]) -> Source:
-    config_file = folder / "config.json"
+def _expected_shapes(config: CrammedBertConfig, head: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors a checkpoint of this config and head stores (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = HEADS[head](config)
+    tied = _tied(model)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in tied}
+
+
+def _tied(model: CrammedBertPreTrainedModel) -> set[str]:
+    keys = model._tied_weights_keys
+    return set(keys) if isinstance(keys, dict) else set()
+
+
+def _check_own_weights(file: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """From the safetensors header only: the file opens and holds every tensor in the shape config.json implies."""
+    if not file.is_file():
+        raise CheckpointError(f"{file}: weight file missing (expected {WEIGHTS} beside config.json)")
     try:
-        config = convert.original_config(raw)
-    except convert.ImportProblem as exc:
-        raise UsageError(f"{config_file}: {exc}") from None
-    weights = folder / WEIGHTS if (folder / WEIGHTS).is_file() else folder / LEGACY_WEIGHTS
-    source = _load_weights(weights)
-    head_size = config["hidden_size"] // max(1, config["num_heads"])
+        with safe_open(str(file), "pt") as handle:
+            shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file}: cannot read the weights, the file is truncated or corrupt "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise CheckpointError(f"{file}: tensor {missing[0]} is missing"
+                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; incomplete checkpoint")
+    for name, shape in expected.items():
+        if shapes[name] != shape:
+            raise CheckpointError(f"{file}: tensor {name} has shape {list(shapes[name])} but config.json implies "
+                                  f"{list(shape)}")
+
+
+def _read_original_run(folder: Path) -> Source:
+    """An original run's `checkpoints/<id>/`: the bare arch dict has no vocab size (the original took it from
+    the tokenizer), so it is read from the embedding; the tokenizer is required."""
+    config_file = folder / RUN_CONFIG
+    arch = _read_json(config_file)
+    weights = next((folder / n for n in (WEIGHTS, RUN_V1_WEIGHTS) if (folder / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{folder}: neither {WEIGHTS} (v2) nor {RUN_V1_WEIGHTS} (v1) beside {RUN_CONFIG}; "
+                              "copy the weights file the original run saved into this folder")
+    if not (folder / "tokenizer.json").is_file():
+        raise CheckpointError(f"{folder / 'tokenizer.json'}: missing; the original run saved its tokenizer beside "
+                              f"{RUN_CONFIG} (tokenizer.json, tokenizer_config.json, special_tokens_map.json): "
+                              "copy those files into this folder")
+    return _read_original(folder, config_file, arch, weights)
+
+
+def _read_original(folder: Path, config_file: Path, arch: dict[str, Any] | None, weights: Path) -> Source:
+    if arch is None:
+        raise CheckpointError(f"{config_file}: model_type crammedBERT but no `arch` object")
+    state = {_strip_wrappers(k): v for k, v in _load_weights(weights).items()}
+    embedding = dict(arch.get("embedding") or {})
+    rows = next((state[k].shape[0] for k in (_EMBEDDING, _DECODER) if k in state), None)
+    if embedding.get("vocab_size") is None and rows is not None:
+        embedding["vocab_size"] = rows
+    notes = [f"original attention {(arch.get('attention') or {}).get('type')!r}"]
+    special = None
+    if (folder / "tokenizer.json").is_file():
+        tok = load_tokenizer(folder)
+        special = special_ids(folder, tok)
+        if rows is not None and tok.get_vocab_size() > rows:
+            raise CheckpointError(f"{folder / 'tokenizer.json'}: {tok.get_vocab_size()} tokens but the embedding in "
+                                  f"{weights.name} has {rows} rows; put the run's own tokenizer beside the weights")
+        said = embedding.get("pad_token_id", 0)
+        # The original never wrote the tokenizer's pad id into the arch: 0 is its default whatever the tokenizer.
+        if said not in (0, special.pad):
+            raise CheckpointError(f"{config_file}: embedding.pad_token_id {said} but tokenizer.json's pad token is "
+                                  f"{special.pad}; put the run's own tokenizer beside the weights, or set "
+                                  f"pad_token_id to {special.pad}")
+        if said != special.pad:
+            notes.append(f"pad id {special.pad} from the tokenizer ({config_file.name} says {said}, the original's "
+                         "default it wrote whatever the tokenizer)")
+        embedding["pad_token_id"] = special.pad
     try:
-        state = convert.original_state_dict(source, config["num_heads"], head_size)
+        config = convert.original_config({"arch": {**arch, "embedding": embedding}})
     except convert.ImportProblem as exc:
-        raise UsageError(f"{weights}: {exc}") from None
-    head = "cls" if "classifier.weight" in state else "mlm"
-    fmt = f"cramming-{config['layout']}"
-    notes = [f"original attention {raw['arch']['attention']['type']!r} → cram backend {config['attention']!r}"]
-    return Source(folder, fmt, config, state, weights, head, notes)
+        raise CheckpointError(f"{config_file}: {exc}") from None
+    try:
+        renamed = convert.original_state_dict(state, config["num_heads"],
+                                              config["hidden_size"] // max(1, config["num_heads"]))
+    except convert.ImportProblem as exc:
+        raise CheckpointError(f"{weights}: {exc}") from None
+    if special is not None:
+        config.update(special.config_fields())
+    notes[0] += f" → cram backend {config['attention']!r}"
+    head = "cls" if "classifier.weight" in renamed else "mlm"
+    return Source(folder, f"cramming-{config['layout']}", config, weights, head, special, renamed, notes)
+
+
+def _strip_wrappers(name: str) -> str:
+    """State-dict keys as DDP (`module.`) or torch.compile (`_orig_mod.`) saved them → the bare model's."""
+    for prefix in ("module.", "_orig_mod."):
+        name = name.removeprefix(prefix)
+    return name
 
 
 def _load_weights(file: Path) -> dict[str, torch.Tensor]:
-    if not file.is_file():
-        raise UsageError(f"{file}: weight file missing (expected {WEIGHTS} or {LEGACY_WEIGHTS} beside config.json)")
     try:
         if file.suffix == ".safetensors":
             state = load_file(str(file))
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: weight file missing (expected {WEIGHTS} or {HUB_V1_WEIGHTS} beside "
+                              "config.json)") from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"{file}: cannot read the weights, the file is truncated or corrupt ({reason})") from None
+        raise CheckpointError(f"{file}: cannot read the weights, the file is truncated or corrupt ({reason})") from None
     except Exception as exc:  # unpickling a non-state-dict raises assorted types (UnpicklingError, ...)
-        raise UsageError(f"{file}: not a weight file ({type(exc).__name__})") from None
+        raise CheckpointError(f"{file}: not a weight file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UsageError(f"{file}: not a state dict of tensors")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise UsageError(f"{file}: tensor {bad[0]} holds NaN/inf values{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
+        raise CheckpointError(f"{file}: not a state dict of tensors")
+    _check_finite(file, state.items())
     return state
+
+
+def _check_finite(file: Path, tensors: Any) -> None:
+    bad = [k for k, v in tensors if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{file}: tensor {bad[0]} holds NaN/inf values{more}; use an earlier checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # building models
+
+
+def _config(fields: dict[str, Any], file: Path) -> CrammedBertConfig:
+    try:
+        return CrammedBertConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{file}: {str(exc).splitlines()[0]}") from None
 
 
 def build_config(source: Source, num_labels: int | None = None, **overrides: Any) -> CrammedBertConfig:
@@ -214,57 +364,82 @@ def build_config(source: Source, num_labels: int | None = None, **overrides: Any
         fields.pop("label2id", None)
         fields["num_labels"] = num_labels
     fields.update(overrides)
-    try:
-        return CrammedBertConfig(**fields)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{source.folder / 'config.json'}: {str(exc).splitlines()[0]}") from None
+    return _config(fields, source.folder / ("config.json" if (source.folder / "config.json").is_file() else RUN_CONFIG))
 
 
 def build_model(source: Source, head: str | None = None, num_labels: int | None = None,
                 **overrides: Any) -> CrammedBertPreTrainedModel:
-    """A model with the checkpoint's weights; every loaded tensor is checked to equal its source afterwards.
+    """A model with the checkpoint's weights, in eval mode on the CPU; every loaded tensor is checked to equal
+    its source afterwards (recipe §6: never trust a load blindly).
 
     The encoder must be complete; head weights are loaded when present and shape-compatible (a classification
     head is freshly initialised from an MLM checkpoint, or when num_labels changes)."""
     head = head or source.head
     if head not in HEADS:
-        raise UsageError(f"head {head!r}: choose one of {', '.join(HEADS)}")
+        raise ValueError(f"head {head!r}: choose one of {', '.join(HEADS)}")
     config = build_config(source, num_labels, **overrides)
-    model = HEADS[head](config)
-    state = dict(source.state)
+    if source.state is None:
+        model = _from_pretrained(source, head, config)
+    else:
+        model = HEADS[head](config)
+        _load_state(model, source, head)
+    return model.eval()
+
+
+def _from_pretrained(source: Source, head: str, config: CrammedBertConfig) -> CrammedBertPreTrainedModel:
+    """cram's own format: transformers' from_pretrained, then every stored tensor compared with the model's."""
+    with quiet_transformers():
+        model, info = HEADS[head].from_pretrained(source.folder, config=config, ignore_mismatched_sizes=True,
+                                                  output_loading_info=True)
+    missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder.") or head != "cls")
+    if missing:
+        raise CheckpointError(f"{source.weights_file}: tensor {missing[0]} is missing; incomplete checkpoint")
+    after = model.state_dict()
+    with safe_open(str(source.weights_file), "pt") as handle:
+        for name in handle.keys():  # noqa: SIM118
+            stored = handle.get_tensor(name)
+            _check_finite(source.weights_file, [(name, stored)])
+            mine = name.removeprefix("encoder.") if head == "base" else name
+            if mine in after and after[mine].shape == stored.shape and not torch.equal(after[mine],
+                                                                                        stored.to(after[mine].dtype)):
+                raise CheckpointError(f"{source.weights_file}: tensor {name} did not load unchanged")
+    return model
+
+
+def _load_state(model: CrammedBertPreTrainedModel, source: Source, head: str) -> None:
+    """Original checkpoints: their renamed weights into a freshly built model, checked tensor by tensor."""
+    state = dict(source.state or {})
     if head == "base":
         state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     expected = model.state_dict()
-    tied = set(model._tied_weights_keys or {}) if isinstance(model._tied_weights_keys, dict) else set()
-    wanted = {k for k in expected if k not in tied}
+    wanted = {k for k in expected if k not in _tied(model)}
     # What must be in the checkpoint: everything for mlm/base, the encoder for a (possibly fresh) classifier.
     required = {k for k in wanted if k.startswith("encoder.")} if head == "cls" else wanted
     missing = sorted(required - set(state))
     if missing:
-        raise UsageError(f"{source.weights_file}: tensor {missing[0]} is missing"
-                         f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; incomplete checkpoint")
+        raise CheckpointError(f"{source.weights_file}: tensor {missing[0]} is missing"
+                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; incomplete checkpoint")
     load = {}
     for name, tensor in state.items():
         if name not in wanted:
             continue  # e.g. the MLM head when a classifier is built
         if tuple(tensor.shape) != tuple(expected[name].shape):
             if name in required:
-                raise UsageError(f"{source.weights_file}: tensor {name} has shape {list(tensor.shape)} but "
-                                 f"config.json implies {list(expected[name].shape)}")
+                raise CheckpointError(f"{source.weights_file}: tensor {name} has shape {list(tensor.shape)} but "
+                                      f"the config implies {list(expected[name].shape)}")
             continue  # a head of another size (num_labels changed): keep the fresh init
         load[name] = tensor
     model.load_state_dict(load, strict=False)
-    # Recipe §6: never trust a load blindly, check every tensor arrived unchanged.
     after = model.state_dict()
     changed = [k for k, v in load.items() if not torch.equal(after[k], v.to(after[k].dtype))]
     if changed:
-        raise UsageError(f"{source.weights_file}: tensor {changed[0]} did not load unchanged")
-    return model.eval()
+        raise CheckpointError(f"{source.weights_file}: tensor {changed[0]} did not load unchanged")
 
 
 def load_pretrained(path: Path, head: str = "mlm", num_labels: int | None = None,
                     **config_overrides: Any) -> CrammedBertPreTrainedModel:
-    """Load cram's own checkpoint, a pretrain run folder (its `final/`) or an original cramming v1/v2 checkpoint.
+    """Load cram's own checkpoint, a run folder (cram's `final/`, an original run's latest checkpoint) or an
+    original cramming v1/v2 checkpoint.
 
     `head`: `mlm` (CrammedBertForMaskedLM), `cls` (CrammedBertForSequenceClassification, `num_labels`) or `base`
     (the encoder). Keyword overrides change config fields, e.g. `attention="reference"`, dropouts,

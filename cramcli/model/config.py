@@ -50,6 +50,11 @@ class CrammedBertConfig(PretrainedConfig):
     pooler: str = "zero_index"
     classifier_head_dim: int = 1024
     pad_token_id: int | None = 0
+    """The tokenizer's special ids (cram's own tokenizer: pad 0, cls 4, sep 5, mask 6); `save_checkpoint` copies
+    them from the checkpoint's tokenizer. `pad_token_id` is also the embedding's padding_idx."""
+    cls_token_id: int | None = None
+    sep_token_id: int | None = None
+    mask_token_id: int | None = None
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:

@@ -121,6 +121,8 @@ def original_config(raw: dict[str, Any]) -> dict[str, Any]:
         "arch.attention.rotary_embedding": (att.get("rotary_embedding", False), False),
         "arch.attention.skip_output_projection": (att.get("skip_output_projection", False), False),
         "arch.attention.sequence_op": (att.get("sequence_op", "torch-softmax"), "torch-softmax"),
+        "arch.classification_head.include_ff_layer": (head.get("include_ff_layer", True), True),
+        "arch.classification_head.nonlin": (head.get("nonlin", "Tanh"), "Tanh"),
     }
     wrong = [f"{k}={got!r} (cram supports {want!r})" for k, (got, want) in required.items() if got != want]
     if wrong:

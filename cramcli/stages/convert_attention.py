@@ -30,7 +30,7 @@ TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25}
 def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: str | None, gpu: int | None,
         force: bool) -> None:
     from cramcli.model.attention import flash_available
-    from cramcli.model.checkpoint import TOKENIZER_FILES, build_model, read_checkpoint, resolve, save_checkpoint
+    from cramcli.model.checkpoint import CheckpointError, resolve
 
     if attention not in TARGETS:
         raise UsageError(f"--attention {attention}: unsupported target; choose one of {', '.join(TARGETS)}")
@@ -44,8 +44,19 @@ def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: 
         raise UsageError("--attention flash --device cuda: the flash-attn package is not installed "
                          "(pip install -e '.[flash]'), so its parity cannot be checked; or convert on the CPU")
     started = time.perf_counter()
+    try:  # the model layer's input errors name the file and the fix: one line, exit 2
+        report = _convert(output, checkpoint, out, attention, dev, real_flash, force, started)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    output.report(report, _table(report), out / "report.json")
+
+
+def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: torch.device, real_flash: bool,
+             force: bool, started: float) -> dict[str, Any]:
+    from cramcli.model.checkpoint import TOKENIZER_FILES, build_model, read_checkpoint, save_checkpoint
+
     source = read_checkpoint(checkpoint)
-    output.debug(f"read {source.weights_file} ({source.format}, {len(source.state)} tensors)")
+    output.debug(f"read {source.weights_file} ({source.format})")
 
     # Parity runs both models in one precision; a backend that cannot run here is replaced by the reference
     # implementation, which computes the same function (softmax(QKᵀ/√d)·V with the same mask).
@@ -86,9 +97,10 @@ def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: 
             "probe": [PROBE_BATCH, min(PROBE_SEQ, converted.config.max_seq_length)], "device": str(dev),
             "dtype": str(dtype).removeprefix("torch."), "source_backend": src_backend,
             "converted_backend": dst_backend, "max_abs_delta_logits": delta, "tolerance": TOLERANCE[dtype]},
+        "special_ids": source.special.as_dict() if source.special else None,
         "tokenizer_files": tokenizer_files, "notes": notes, "seconds": round(time.perf_counter() - started, 3),
     }
-    output.report(report, _table(report), out / "report.json")
+    return report
 
 
 def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype) -> float:
@@ -121,6 +133,8 @@ def _table(report: dict[str, Any]) -> Table:
                             f"{parity['probe'][0]}×{parity['probe'][1]} tokens, {parity['dtype']} {parity['device']}, "
                             f"{parity['source_backend']} vs {parity['converted_backend']}")
     table.add_row("tokenizer", ", ".join(report["tokenizer_files"]) or "none")
+    if report["special_ids"]:
+        table.add_row("special ids", ", ".join(f"{k} {v}" for k, v in report["special_ids"].items() if v is not None))
     for note in report["notes"]:
         table.add_row("note", note)
     return table

@@ -145,14 +145,14 @@ def trial_seed(seed: int, task: str, trial: int) -> int:
 
 
 def _checkpoint_dir(path: Path) -> Path:
-    """The checkpoint folder itself: a run folder resolves to its `final/` (where the tokenizer is too)."""
-    from cramcli.model.checkpoint import is_checkpoint, resolve
+    """The checkpoint folder itself (where the tokenizer is too): a cram run resolves to its `final/`, an original
+    cramming run to its latest `checkpoints/<id>/`; checked to load (config, weights and tokenizer agree)."""
+    from cramcli.model.checkpoint import find_checkpoint
 
-    folder = resolve(path)
-    if folder.is_dir() and is_checkpoint(folder):
-        return folder
-    raise UsageError(f"--model {path}: not a checkpoint folder (config.json + weights) nor a run folder with final/;"
-                     " pass a `cram pretrain` run or an exported checkpoint")
+    try:
+        return find_checkpoint(path)
+    except ValueError as exc:  # the checkpoint layer's input errors name the file and the fix
+        raise UsageError(f"--model {path}: {exc}") from None
 
 
 def _prepare_out(out: Path, settings: dict[str, Any], force: bool) -> None:
