@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from cramcli.utils.console import Output
-from cramcli.utils.errors import CramError
+from cramcli.utils.errors import CramError, UsageError
 
 app = typer.Typer(
     name="cram",
@@ -53,20 +53,7 @@ GpuOpt = Annotated[Optional[int], typer.Option("--gpu", help="Shorthand for --de
 def _run_stage(module: str, json_mode: bool, quiet: bool, verbose: bool, **kwargs: Any) -> None:
     """Import the stage lazily (keeps `--help` fast), run it, and turn user errors into one-line messages."""
     output = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
-    try:
-        stage = importlib.import_module(f"cramcli.stages.{module}")
-        stage.run(output=output, **kwargs)
-    except CramError as exc:
-        _fail(exc)
-    except (ValueError, RuntimeError) as exc:
-        # The model layer raises plain ValueError/RuntimeError; those its caller's input caused are one line too.
-        model_errors = sys.modules.get("cramcli.model.errors")
-        if model_errors is None or not isinstance(exc, model_errors.INPUT_ERRORS):
-            raise
-        _fail(UsageError(str(exc)))
-    except KeyboardInterrupt:
-        _err.print("[red]interrupted[/]")
-        raise typer.Exit(130) from None
+    _guarded(lambda: importlib.import_module(f"cramcli.stages.{module}").run(output=output, **kwargs))
 
 
 _OUTPUT_PARAMS = [
@@ -99,6 +86,13 @@ def _guarded(work: Callable[[], None]) -> None:
         work()
     except CramError as exc:
         _fail(exc)
+    except (ValueError, RuntimeError) as exc:
+        # The model layer raises plain ValueError/RuntimeError; those its caller's input caused are one line too
+        # (looked up in sys.modules, so the CLI never imports torch itself).
+        model_errors = sys.modules.get("cramcli.model.errors")
+        if model_errors is None or not isinstance(exc, model_errors.INPUT_ERRORS):
+            raise
+        _fail(UsageError(str(exc)))
     except KeyboardInterrupt:
         _err.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
