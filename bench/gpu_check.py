@@ -25,6 +25,7 @@ PARITY_TOLERANCE = 0.03  # relative loss difference per step; bf16 keeps ~3 sign
 def bf16_parity(arch, train, dev) -> dict:
     import torch
 
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
     from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
     from cramcli.train.optim import make_optimizer
     from cramcli.train.step import apply_gradients, forward_loss, mask_batch
@@ -39,7 +40,7 @@ def bf16_parity(arch, train, dev) -> dict:
         ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
         losses = []
         for _ in range(PARITY_STEPS):
-            inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen)
+            inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             loss = forward_loss(model, inputs, labels, torch.bfloat16 if precision == "bf16" else None)
             loss.backward()
             apply_gradients(model, optimizer, scaler, train.grad_clip)

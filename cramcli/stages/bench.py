@@ -150,6 +150,7 @@ class StepBench:
                 torch.cuda.empty_cache()
 
     def _measure(self, micro_batch: int, compiled: bool) -> dict[str, Any]:
+        from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
         from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
         from cramcli.train.masking import static_prediction_rate
         from cramcli.train.optim import make_optimizer
@@ -170,7 +171,7 @@ class StepBench:
                             generator=gen)
 
         def step() -> torch.Tensor:
-            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen)
+            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             loss = forward_loss(forward, inputs, labels, dtype)
             scaler.scale(loss).backward()
             apply_gradients(model, optimizer, scaler, self.train.grad_clip)

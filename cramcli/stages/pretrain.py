@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from cramcli import budgets
+from cramcli.data.tokenizer import special_ids
 from cramcli.train import checkpointing
 from cramcli.train.clock import BudgetClock
 from cramcli.train.dashboard import Dashboard
@@ -185,7 +186,9 @@ class Trainer:
         if self.arch.sparse_prediction == "static" or (t.compile and self.arch.sparse_prediction == "dynamic"):
             overrides = {"sparse_prediction": "static", "sparse_rate": static_prediction_rate(
                 t.masking, t.micro_batch_size * self.data.seq_length)}
-        config = CrammedBertConfig.from_arch(self.arch, **overrides)
+        # The run's tokenizer names the special ids: masking uses them, config.json records them.
+        self.special = special_ids(self.data.tokenizer_path)
+        config = CrammedBertConfig.from_arch(self.arch, **overrides, **self.special.config_fields())
         model = CrammedBertForMaskedLM(config).to(self.dev)
         # Recipe §2.6: pretraining runs with dropout off (the model in eval mode); gradients still flow.
         model.eval()
@@ -289,7 +292,7 @@ class Trainer:
         if self.dev.type == "cuda":  # page-locked (from torch's caching host allocator): the copy overlaps compute
             ids = ids.pin_memory()
         ids = ids.to(self.dev, non_blocking=True)
-        inputs, labels = mask_batch(ids, t.masking, self.data.vocab_size, gen)
+        inputs, labels = mask_batch(ids, t.masking, self.data.vocab_size, gen, special=self.special)
         lo = self.rank * t.micro_batch_size
         inputs, labels = inputs[lo: lo + t.micro_batch_size], labels[lo: lo + t.micro_batch_size]
         no_sync = self.forward.no_sync() if self.world > 1 and not sync else contextlib.nullcontext()

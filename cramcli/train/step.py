@@ -1,5 +1,5 @@
 """The pieces of one masked-LM training step that `cram pretrain` and `cram bench` share, so the benchmark
-times exactly the step training runs: masking with cram's fixed special ids, the autocast forward, and the
+times exactly the step training runs: masking with the tokenizer's special ids, the autocast forward, and the
 gradient update (unscale, clip, AdamW step, zero)."""
 
 from __future__ import annotations
@@ -9,16 +9,15 @@ from collections.abc import Callable
 import torch
 
 from cramcli.budgets import MaskingBudget
-from cramcli.data.tokenizer import MASK_ID, SPECIAL_IDS
+from cramcli.data.tokenizer import SpecialIds
 from cramcli.train.masking import mask_tokens
 
-_SPECIAL = tuple(SPECIAL_IDS.values())
 
-
-def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, S] token ids → (masked inputs, labels), never masking cram's special tokens."""
-    return mask_tokens(ids, masking, mask_id=MASK_ID, vocab_size=vocab_size, special_ids=_SPECIAL,
+def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int, generator: torch.Generator, *,
+               special: SpecialIds) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, S] token ids → (masked inputs, labels) with the run's tokenizer's `<mask>` id; v1 masking never
+    selects any of its special tokens (`special_ids(tokenizer)`, wherever they sit in the vocabulary)."""
+    return mask_tokens(ids, masking, mask_id=special.mask, vocab_size=vocab_size, special_ids=special.all,
                        generator=generator)
 
 
