@@ -72,14 +72,13 @@ def run(
     settings = {"budget": cfg.model_dump(mode="json"), "seed": seed, "max_train_examples": max_train_examples,
                 "max_eval_examples": max_eval_examples, "legacy_attention_mask": legacy_attention_mask,
                 "checkpoint": str(checkpoint.resolve())}
-    _prepare_out(out, settings, force)
-
     from cramcli.glue import finetune as ft
     from cramcli.model.checkpoint import load_pretrained
 
     tok = ft.load_glue_tokenizer(checkpoint, cfg.max_length)
     special = ft.checkpoint_special_ids(checkpoint, tok)
     precision = ft.resolve_precision(cfg.precision, dev)
+    _prepare_out(out, settings, force)
     overrides = ft.model_overrides(cfg, legacy_attention_mask)
     # `first-task` warmup: the first task in the original's order sets every task's warmup step count.
     first = min(task_list, key=lambda t: ORIGINAL_ORDER.index(t.name))
