@@ -27,20 +27,22 @@ def bf16_parity(arch, train, dev) -> dict:
     import torch
 
     from cramcli import budgets
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
     from cramcli.train.step import TrainStep, mask_batch
 
     curves = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         budget = budgets.TrainBudget.model_validate({**train.model_dump(), "precision": precision})
-        step = TrainStep(arch, budget, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length)
+        step = TrainStep(arch, budget, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length,
+                         special=CRAM_SPECIAL_IDS)
         if precision == "bf16":  # on a CPU too (the trainer keeps CPUs in fp32), so the tests can run this check
             step.dtype = torch.bfloat16
         gen = torch.Generator(device=dev).manual_seed(0)
         ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
         losses = []
         for _ in range(PARITY_STEPS):
-            inputs, labels = mask_batch(ids, budget.masking, arch.vocab_size, gen)
+            inputs, labels = mask_batch(ids, budget.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             losses.append(float(step.micro_step(inputs, labels)))
             step.update(budget.optimizer.lr)
         curves[precision] = losses

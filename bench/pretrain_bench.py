@@ -55,6 +55,7 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
         queue.put({"tokens_per_s": row["tokens_per_s"], "step_s": row["step_s"],
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
         return
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
     from cramcli.train.optim import param_groups
     from cramcli.train.step import mask_batch
 
@@ -82,7 +83,7 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
     for step in range(WARMUP + steps):
         if step == WARMUP:
             start = time.perf_counter()
-        inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen)
+        inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
         model(input_ids=inputs, labels=labels).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()

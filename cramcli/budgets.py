@@ -267,10 +267,18 @@ class GlueBudget(_Strict):
     batch_size: PositiveInt = 16
     epochs: Annotated[int, Field(ge=1, le=1000)] = 5
     warmup: Fraction = 0.1
-    """Share of each task's own steps spent warming up."""
+    """Share of a task's steps spent warming up linearly from 0 (then the schedule to 0 at the end)."""
+    warmup_mode: Literal["per-task", "first-task"] = "per-task"
+    """`per-task`: each task warms up for `warmup` of its own steps. `first-task`: every task reuses the
+    warmup step count of the first task, as the original's single `eval.py` run did (its scheduler turned the
+    shared 0.1 into the first task's steps in place); first = earliest run task in the original's order
+    cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb, wnli."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     dropout: Fraction = 0.1
     max_length: Annotated[int, Field(ge=8, le=65536)] = 128
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Fine-tuning arithmetic, on any device: `bf16` autocast; `fp16` autocast with a GradScaler (the
+    original's choice; for GPUs without bf16; works on a CPU, slowly); `fp32` no autocast."""
 
     @model_validator(mode="after")
     def _sane_rules(self) -> GlueBudget:

@@ -18,12 +18,16 @@ def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
+    from tokenizers.processors import TemplateProcessing
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {tok: i for i, tok in enumerate(SPECIALS)} | {f"w{i}": i for i in range(len(SPECIALS), VOCAB)}
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = WhitespaceSplit()
     tok.add_special_tokens(SPECIALS)
+    # The pretraining template, so GLUE can encode sentence pairs with this tokenizer.
+    tok.post_processor = TemplateProcessing(single="<cls> $A <sep>", pair="<cls> $A <sep> $B:1 <sep>:1",
+                                            special_tokens=[("<cls>", 4), ("<sep>", 5)])
     tok.save(str(folder / "tokenizer.json"))
     rng = np.random.default_rng(seed)
     words = VOCAB - len(SPECIALS)

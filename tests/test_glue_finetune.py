@@ -45,7 +45,10 @@ def _glue(root: Path, n_train: int = 40, n_dev: int = 12) -> Path:
 
     (root / "RTE").mkdir(parents=True)
     (root / "STS-B").mkdir()
+    (root / "CoLA").mkdir()
     for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = [f"src\t{i % 2}\t\t{sent()}" for i in range(2 * n)]  # no header; twice RTE's size
+        (root / "CoLA" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
         rows = [f"{i}\t{sent()}\t{sent()}\t{'entailment' if i % 2 else 'not_entailment'}" for i in range(n)]
         (root / "RTE" / f"{split}.tsv").write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows))
         rows = [f"{i}\tg\tf\ty\t{i:04d}\tnone\tnone\t{sent()}\t{sent()}\t{(i % 6) * 0.8:.3f}" for i in range(n)]
@@ -55,7 +58,10 @@ def _glue(root: Path, n_train: int = 40, n_dev: int = 12) -> Path:
 
 
 class _TinyClassifier(torch.nn.Module):
-    """Masked mean of embeddings → linear: enough to exercise the protocol quickly."""
+    """Masked mean of embeddings → linear: enough to exercise the protocol quickly. Records the ids it saw at
+    padded positions."""
+
+    padding_seen: set[int] = set()
 
     def __init__(self, num_labels: int) -> None:
         super().__init__()
@@ -63,6 +69,7 @@ class _TinyClassifier(torch.nn.Module):
         self.out = torch.nn.Linear(16, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        _TinyClassifier.padding_seen.update(input_ids[attention_mask == 0].tolist())
         m = attention_mask.unsqueeze(-1).float()
         pooled = (self.emb(input_ids) * m).sum(1) / m.sum(1)
         return SimpleNamespace(logits=self.out(pooled))
@@ -141,7 +148,7 @@ def test_two_trials_table_json_and_resume(stub_model: tuple[Path, list], tmp_pat
 @pytest.mark.parametrize(
     ("extra", "message"),
     [(["--trials", "0"], "--trials 0"), (["--epochs", "6"], "at most 5"), (["--tasks", "rte,nope"], "unknown task nope"),
-     (["--tasks", "cola"], "no CoLA/train.tsv")],
+     (["--tasks", "mrpc"], "no MRPC/train.tsv")],
 )
 def test_bad_input_one_line(stub_model: tuple[Path, list], tmp_path: Path, extra: list[str], message: str) -> None:
     run, _ = stub_model
@@ -170,3 +177,48 @@ def test_real_tiny_model(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     results = json.loads((ck / "glue" / "results.json").read_text())
     assert len(results["tasks"]["stsb"]["trials"]) == 2 and "RTE" in results["summary"]["columns"]
+
+
+def _warmups(out: Path) -> dict[str, int]:
+    return {p.stem: json.loads(p.read_text())["warmup_steps"] for p in sorted((out / "trials").glob("*.json"))}
+
+
+def test_first_task_warmup_reuses_colas_steps(stub_model: tuple[Path, list], tmp_path: Path) -> None:
+    """CoLA (80 examples: 5 batches × 5 epochs = 25 steps → 2) is first in the original's order, whatever
+    --tasks says; under `first-task` RTE (40: 2 × 5 = 10 → 1) warms up for CoLA's 2 steps."""
+    run, _ = stub_model
+    glue = _glue(tmp_path / "glue")
+    budget = tmp_path / "glue_budget_reuse.json"
+    budget.write_text(json.dumps({**budgets.load("glue", "demo").model_dump(mode="json"), "trials": 1,
+                                  "warmup_mode": "first-task"}))
+    per_task, reuse = tmp_path / "per", tmp_path / "reuse"
+    base = ["--model", str(run), "--glue-dir", str(glue), "--tasks", "rte,cola"]
+    assert _cli(*base, "--budget", "demo", "--trials", "1", "--out", str(per_task)).exit_code == 0
+    assert _warmups(per_task) == {"cola_0": 2, "rte_0": 1}
+    res = _cli(*base, "--budget", str(budget), "--out", str(reuse))
+    assert res.exit_code == 0, res.output
+    assert _warmups(reuse) == {"cola_0": 2, "rte_0": 2}
+    results = json.loads((reuse / "results.json").read_text())
+    assert results["warmup_mode"] == "first-task" and results["tasks"]["rte"]["trials"][0]["steps"] == 10
+    # RTE alone is its own first task (the original run for one task): its finished trial no longer fits.
+    res = _cli("--model", str(run), "--glue-dir", str(glue), "--tasks", "rte", "--budget", str(budget),
+               "--out", str(reuse))
+    assert res.exit_code == 2 and "trained with 2 warmup steps, this run gives rte 1" in res.output
+
+
+def test_pads_with_the_checkpoints_pad_id(stub_model: tuple[Path, list], tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from special_tokens_helpers import IDS, permuted_tokenizer
+
+    run, _ = stub_model
+    permuted_tokenizer(run / "final" / "tokenizer.json")
+    _TinyClassifier.padding_seen.clear()
+    out = tmp_path / "res"
+    res = _cli("--model", str(run), "--glue-dir", str(_glue(tmp_path / "glue")), "--tasks", "rte,cola",
+               "--trials", "1", "--budget", "demo", "--epochs", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert _TinyClassifier.padding_seen == {IDS["<pad>"]}
+    assert json.loads((out / "results.json").read_text())["special_ids"]["pad"] == IDS["<pad>"]
+    (run / "final" / "config.json").write_text(json.dumps({"pad_token_id": 0}))
+    res = _cli("--model", str(run), "--glue-dir", str(tmp_path / "glue"), "--tasks", "rte", "--out", str(out))
+    assert res.exit_code == 2 and f"pad_token_id=0 where the tokenizer says {IDS['<pad>']}" in res.output

@@ -33,7 +33,7 @@ from cramcli.data import dedup, filters, packing
 from cramcli.data.normalize import build_normalizer
 from cramcli.data.prepared import FORMAT
 from cramcli.data.sources import Source
-from cramcli.data.tokenizer import SEP_ID, SPECIAL_IDS, batched, tokenizer_hash, train_tokenizer
+from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
 from cramcli.utils.errors import UsageError
 
 CODE_VERSION = 1
@@ -245,7 +245,7 @@ def prepare(
         "tokenizer": "tokenizer.json",
         "tokenizer_hash": tokenizer_hash(tokenizer),
         "tokenizer_trained": trained,
-        "special_tokens": dict(SPECIAL_IDS),
+        "special_tokens": special_ids(tokenizer).tokens,
         "source": {"spec": source.spec, **source.identity(), **asdict(source.stats)},
         "budget": budget.model_dump(mode="json"),
         "counts": asdict(counts),
@@ -275,6 +275,7 @@ def _pack(
 ) -> tuple[packing.Packer, np.ndarray, np.ndarray]:
     advance = progress("tokenize and pack", counts.documents_kept)
     dot_id = tokenizer.token_to_id(".")
+    sep_id = special_ids(tokenizer).sep
     # Histograms, not lists, keep the length statistics O(1) in corpus size.
     doc_lengths = np.zeros(33, dtype=np.int64)  # log2 buckets of tokens per document
     ratios = np.zeros(101, dtype=np.int64)  # tokens per character, in steps of 0.01
@@ -283,7 +284,7 @@ def _pack(
         for batch in batched(spool_texts(workdir), _ENCODE_BATCH, max_chars=_ENCODE_CHARS):
             for text, enc in zip(batch, tokenizer.encode_batch(batch), strict=True):
                 ids = enc.ids
-                num_tokens = len(ids) - (1 if ids and ids[-1] == SEP_ID else 0)
+                num_tokens = len(ids) - (1 if ids and ids[-1] == sep_id else 0)
                 ratio = num_tokens / max(len(text), 1)
                 ratios[min(int(ratio * 100), 100)] += 1
                 if filters.compresses_badly(num_tokens, len(text), budget.filter):

@@ -1,18 +1,21 @@
-"""WordPiece tokenizer with fixed special-token ids, trained with HF `tokenizers`.
+"""WordPiece tokenizer with fixed special-token ids, trained with HF `tokenizers`; and `special_ids`, which
+reads the special-token ids of any tokenizer.
 
 The original passed its special tokens to the trainer as a Python set, so their ids changed with the hash
-seed; here they are a list and always get ids 0..6. The tokenizer carries the budget's normaliser, the
+seed; cram's own are a list and always get ids 0..6. The tokenizer carries the budget's normaliser, the
 Whitespace pre-tokenizer and the recipe's post-processor (single text → `A <sep>`, pair →
-`<cls> A <sep> B <sep>`).
+`<cls> A <sep> B <sep>`). Everything downstream (masking, padding, GLUE, convert, the saved config) takes its
+ids from `special_ids(tokenizer)`, so a tokenizer the original trained, with `<pad>` at any id, works too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -27,6 +30,69 @@ SPECIAL_TOKENS: list[str] = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", 
 """Special tokens in id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<cls>`=4, `<sep>`=5, `<mask>`=6."""
 SPECIAL_IDS: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = (SPECIAL_IDS[t] for t in ("<pad>", "<cls>", "<sep>", "<mask>", "<unk>"))
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """The special-token ids a model run needs, read from its tokenizer."""
+
+    pad: int
+    cls: int
+    sep: int
+    mask: int
+    unk: int
+    tokens: dict[str, int]
+    """Every special token of the tokenizer (text → id): what v1 masking never selects."""
+
+    @property
+    def all(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.tokens.values())))
+
+    def config_fields(self) -> dict[str, int]:
+        """The ids as HF config fields, so a saved config.json names the tokenizer's ids."""
+        return {"pad_token_id": self.pad, "cls_token_id": self.cls, "sep_token_id": self.sep,
+                "mask_token_id": self.mask}
+
+
+CRAM_SPECIAL_IDS = SpecialIds(PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID, dict(SPECIAL_IDS))
+"""cram's own tokenizer (and the synthetic rows of `cram bench`, drawn from ids 7 and up)."""
+
+# Token texts looked up per role: cram's and the original's names, then BERT's.
+_ROLE_TOKENS = {"pad": ("<pad>", "[PAD]"), "cls": ("<cls>", "[CLS]"), "sep": ("<sep>", "[SEP]"),
+                "mask": ("<mask>", "[MASK]"), "unk": ("<unk>", "[UNK]")}
+
+
+def special_ids(tokenizer: Tokenizer | str | Path, where: str | None = None) -> SpecialIds:
+    """The pad/cls/sep/mask/unk ids of a `tokenizers.Tokenizer` (or a tokenizer.json, or a folder holding one).
+
+    Raises UsageError naming `where` (default: the file) when a role has no token or two roles share an id."""
+    if not isinstance(tokenizer, Tokenizer):
+        file = Path(tokenizer) / "tokenizer.json" if Path(tokenizer).is_dir() else Path(tokenizer)
+        where = where or str(file)
+        tokenizer = _read_tokenizer(file)
+    where = where or "the tokenizer"
+    found = {role: next((i for t in names if (i := tokenizer.token_to_id(t)) is not None), None)
+             for role, names in _ROLE_TOKENS.items()}
+    missing = [_ROLE_TOKENS[role][0] for role, i in found.items() if i is None]
+    if missing:
+        raise UsageError(f"{where}: special-token ids incomplete: no {', '.join(missing)} token (cram needs "
+                         f"<pad>, <cls>, <sep>, <mask> and <unk>); use the tokenizer the model was trained with")
+    ids: dict[str, int] = {role: i for role, i in found.items() if i is not None}
+    if len(set(ids.values())) < len(ids):
+        raise UsageError(f"{where}: special-token ids collide ({', '.join(f'{r}={i}' for r, i in ids.items())});"
+                         " each of pad, cls, sep, mask, unk needs its own token")
+    tokens = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+    tokens.update({tokenizer.id_to_token(i): i for i in ids.values()})
+    return SpecialIds(**ids, tokens=dict(sorted(tokens.items(), key=lambda kv: kv[1])))
+
+
+def check_config_ids(ids: SpecialIds, config: Mapping[str, Any], where: str) -> None:
+    """Refuse a model config whose special-token ids (those it names) differ from its tokenizer's."""
+    wrong = [f"{key}={config[key]} where the tokenizer says {value}" for key, value in ids.config_fields().items()
+             if config.get(key) is not None and config[key] != value]
+    if wrong:
+        raise UsageError(f"{where}: {', '.join(wrong)}; the tokenizer.json beside it is not the one the model was "
+                         "trained with: put that one there")
 
 
 def new_tokenizer(normalization: NormalizationBudget) -> Tokenizer:
@@ -108,33 +174,40 @@ def tokenizer_hash(tok: Tokenizer) -> str:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A `tokenizer.json` (or a folder holding one) → `tokenizers.Tokenizer`, special ids checked."""
+    """A `tokenizer.json` (or a folder holding one) → `tokenizers.Tokenizer`; it must have the special tokens
+    `special_ids` reads (at any ids: cram's own have the fixed ones, an original's wherever its hash put them)."""
     path = Path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
+    tok = _read_tokenizer(file)
+    special_ids(tok, str(file))
+    return tok
+
+
+def _read_tokenizer(file: Path) -> Tokenizer:
     if not file.is_file():
         raise UsageError(f"{file}: no tokenizer.json here; create one with `cram train-tokenizer --out FOLDER`")
     try:
-        tok = Tokenizer.from_file(str(file))
+        return Tokenizer.from_file(str(file))
     except Exception as exc:  # the Rust loader raises plain Exceptions with a serde message
         raise UsageError(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
-    check_special_ids(tok, str(file))
-    return tok
 
 
 def to_hf_tokenizer(path: str | Path, model_max_length: int = 128) -> PreTrainedTokenizerFast:
     """The tokenizer as a `transformers.PreTrainedTokenizerFast` with its special tokens named."""
     from transformers import PreTrainedTokenizerFast
 
+    tok = load_tokenizer(path)
+    ids, name = special_ids(tok), tok.id_to_token
+    ends = {key: t for key, t in (("bos_token", "<s>"), ("eos_token", "</s>")) if tok.token_to_id(t) is not None}
     return PreTrainedTokenizerFast(
-        tokenizer_object=load_tokenizer(path),
+        tokenizer_object=tok,
         model_max_length=model_max_length,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        cls_token="<cls>",
-        sep_token="<sep>",
-        mask_token="<mask>",
+        pad_token=name(ids.pad),
+        unk_token=name(ids.unk),
+        cls_token=name(ids.cls),
+        sep_token=name(ids.sep),
+        mask_token=name(ids.mask),
+        **ends,
     )
 
 

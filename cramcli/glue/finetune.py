@@ -1,10 +1,14 @@
-"""One GLUE fine-tuning trial under the GLUE-sane protocol: tokenize, train for a few epochs, evaluate on dev."""
+"""One GLUE fine-tuning trial under the GLUE-sane protocol: tokenize, train for a few epochs, evaluate on dev.
+
+Padding and the special tokens of pair inputs come from the checkpoint's own tokenizer (an original's may have
+`<pad>` at any id); the arithmetic (bf16, fp16 with loss scaling, fp32) and the warmup rule from the budget."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +20,12 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from cramcli.budgets import GlueBudget
+from cramcli.data.tokenizer import SpecialIds, check_config_ids, special_ids
 from cramcli.glue.loaders import Example
 from cramcli.glue.metrics import compute
 from cramcli.glue.tasks import Task
-from cramcli.utils.errors import UsageError
+from cramcli.utils.errors import RunError, UsageError
 
-PAD_ID = 0
 PAD_MULTIPLE = 8  # dynamic padding to a multiple of 8, as the original collator did
 
 
@@ -29,6 +33,26 @@ PAD_MULTIPLE = 8  # dynamic padding to a multiple of 8, as the original collator
 class Encoded:
     ids: list[list[int]]
     labels: list[float]
+    pad: int
+    """The tokenizer's `<pad>` id, which the collator pads with."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    autocast: torch.dtype | None
+    """None: plain fp32."""
+    scaler: bool
+    """fp16 only: a GradScaler keeps small gradients from flushing to zero."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> Precision:
+    """The budget's `precision` on `device`. It means the same everywhere (PyTorch autocasts on CPUs too);
+    only a GPU without bf16 is refused, with the fix."""
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise UsageError(f"GLUE budget precision bf16: {torch.cuda.get_device_name(device)} has no bf16; set "
+                         '"precision": "fp16" (with loss scaling, as the original) or "fp32" in the GLUE budget')
+    return Precision(precision, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision), precision == "fp16")
 
 
 def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
@@ -41,6 +65,22 @@ def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
     tok.no_padding()
     tok.enable_truncation(min(max_length, model_max_length(checkpoint)), strategy="longest_first")
     return tok
+
+
+def checkpoint_special_ids(checkpoint: Path, tok: Tokenizer) -> SpecialIds:
+    """The tokenizer's special ids; a config.json naming other ones (cram writes them) is refused. An original
+    checkpoint's config names none at the top level (its hard-coded pad 0 sits inside `arch`, recipe §3.3)."""
+    ids = special_ids(tok, str(checkpoint / "tokenizer.json"))
+    try:
+        config = json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if isinstance(config, dict):
+        check_config_ids(ids, config, str(checkpoint / "config.json"))
+    if ids.sep not in tok.encode("a", "b").ids:
+        raise UsageError(f"{checkpoint / 'tokenizer.json'}: its post-processor puts no separator between the texts"
+                         " of a pair; GLUE pairs need the pretraining template (`<cls> A <sep> B <sep>`)")
+    return ids
 
 
 def model_max_length(checkpoint: Path) -> int:
@@ -57,19 +97,20 @@ def model_max_length(checkpoint: Path) -> int:
     return limits[0] if limits else 1_000_000
 
 
-def encode(tok: Tokenizer, examples: list[Example]) -> Encoded:
+def encode(tok: Tokenizer, examples: list[Example], pad: int) -> Encoded:
+    """Token ids through the tokenizer's own template (it adds the special tokens); `pad` pads batches later."""
     singles = [a for a, b, _ in examples if b is None]
     if len(singles) == len(examples):
         encs = tok.encode_batch(singles)
     else:
         encs = tok.encode_batch([(a, b) for a, b, _ in examples])
-    return Encoded([e.ids for e in encs], [y for *_, y in examples])
+    return Encoded([e.ids for e in encs], [y for *_, y in examples], pad)
 
 
-def _collate(batch: list[tuple[list[int], float]], regression: bool) -> dict[str, torch.Tensor]:
+def _collate(batch: list[tuple[list[int], float]], regression: bool, pad: int) -> dict[str, torch.Tensor]:
     width = max(len(ids) for ids, _ in batch)
     width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
-    ids = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, (seq, _) in enumerate(batch):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -85,20 +126,35 @@ def _loader(data: Encoded, batch_size: int, regression: bool, *, shuffle: bool, 
     drop = shuffle and len(pairs) >= batch_size
     return torch.utils.data.DataLoader(
         pairs, batch_size=batch_size, shuffle=shuffle, drop_last=drop, generator=gen,
-        collate_fn=lambda b: _collate(b, regression),
+        collate_fn=lambda b: _collate(b, regression, data.pad),
     )
 
 
+def trial_steps(n_train: int, budget: GlueBudget) -> int:
+    """Optimizer steps of one trial on `n_train` examples: the train loader's batches × epochs."""
+    per_epoch = n_train // budget.batch_size if n_train >= budget.batch_size else min(n_train, 1)
+    return per_epoch * budget.epochs
+
+
+def warmup_steps(budget: GlueBudget, n_train: int, first_task_n_train: int) -> int:
+    """Warmup steps of a task with `n_train` examples: int(warmup × its own steps), or under `first-task`
+    int(warmup × the first task's steps), the number the original's in-place conversion left for every task
+    (CoLA's 8,551 examples: 534 batches × 5 epochs = 2,670 steps → 267)."""
+    n = first_task_n_train if budget.warmup_mode == "first-task" else n_train
+    return int(budget.warmup * trial_steps(n, budget))
+
+
 def lr_lambda(schedule: str, total: int, warmup: int) -> Callable[[int], float]:
-    """Per-task schedule: linear warmup over this task's own `warmup` steps, then cosine/linear/constant."""
+    """The LR factor at optimizer step `step` (0-based), HF's formulas as the original used them: linear warmup
+    from 0 over `warmup` steps, then half a cosine (or a line) to 0 at `total`, or constant."""
 
     def fn(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return step / max(1, warmup)
         if schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress)
 
     return fn
 
@@ -119,37 +175,49 @@ def run_trial(
     epochs: int,
     seed: int,
     device: torch.device,
+    warmup: int | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     on_step: Callable[[int, int, int, float], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Fine-tune `model` (already on `device`, seeded by the caller) and return the metrics of every dev split
-    after the last epoch. `on_step(epoch, step, steps_per_epoch, loss)` drives progress bars."""
+    after the last epoch. `warmup`: warmup steps (default: the budget's share of this trial's steps);
+    `scaler`: the loss scaler (default: one enabled for fp16). `on_step(epoch, step, steps_per_epoch, loss)`
+    drives progress bars."""
     regression = task.labels is None
+    precision = resolve_precision(budget.precision, device)
     loader = _loader(train, budget.batch_size, regression, shuffle=True, seed=seed)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * epochs
-    warmup = int(budget.warmup * total)
+    warmup = int(budget.warmup * total) if warmup is None else warmup
     opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, betas=tuple(budget.betas), eps=budget.eps,
                             weight_decay=budget.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(budget.schedule, total, warmup))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=precision.scaler)
     model.train()
-    for epoch in range(epochs):
-        for step, batch in enumerate(loader):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast:
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = _loss(logits.float(), batch["labels"], regression)
-            if not torch.isfinite(loss):
-                from cramcli.utils.errors import RunError
+    with warnings.catch_warnings():
+        # The schedule advances every batch, also when the scaler skips an overflowing fp16 step (as the original).
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
+        for epoch in range(epochs):
+            for step, batch in enumerate(loader):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with _autocast(precision, device):
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = _loss(logits.float(), batch["labels"], regression)
+                if not torch.isfinite(loss):
+                    raise RunError(f"{task.name}: loss became {loss.item()} in epoch {epoch + 1}; lower the budget's"
+                                   " lr" + (" or use precision bf16/fp32" if precision.scaler else ""))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)  # unscales first; skips the step when a gradient overflowed
+                scaler.update()
+                sched.step()
+                if on_step is not None:
+                    on_step(epoch, step, steps_per_epoch, loss.item())
+    return {split: evaluate(model, task, data, budget.batch_size, device, precision) for split, data in dev.items()}
 
-                raise RunError(f"{task.name}: loss became {loss.item()} in epoch {epoch + 1}; lower the budget's lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if on_step is not None:
-                on_step(epoch, step, steps_per_epoch, loss.item())
-    return {split: evaluate(model, task, data, budget.batch_size, device) for split, data in dev.items()}
+
+def _autocast(precision: Precision, device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=precision.autocast or torch.float32, enabled=precision.autocast is not None)
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -159,13 +227,13 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, task: Task, data: Encoded, batch_size: int, device: torch.device) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, task: Task, data: Encoded, batch_size: int, device: torch.device,
+             precision: Precision) -> dict[str, float]:
     regression = task.labels is None
     model.eval()
     preds: list[np.ndarray] = []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in _loader(data, batch_size, regression, shuffle=False, seed=0):
-        with autocast:
+        with _autocast(precision, device):
             logits = model(input_ids=batch["input_ids"].to(device),
                            attention_mask=batch["attention_mask"].to(device)).logits.float()
         preds.append((logits.view(-1) if regression else logits.argmax(-1)).cpu().numpy())

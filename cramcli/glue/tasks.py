@@ -57,6 +57,9 @@ TASKS: dict[str, Task] = {
     )
 }
 
+ORIGINAL_ORDER = ("cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb", "wnli")
+"""The order the original's `eval.py` fine-tuned the tasks in (its GLUE config's task list)."""
+
 HF_SPLITS = {"dev": "validation", "dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}
 
 

@@ -66,23 +66,25 @@ def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: t
         return backend if backend != "flash" or real_flash else "reference"
 
     src_backend, dst_backend = runnable(source.config.get("attention", "pytorch")), runnable(attention)
-    reference = build_model(source, attention=src_backend).to(dev)
-    converted = build_model(source, attention=attention)
+    has_tokenizer = (source.folder / "tokenizer.json").is_file()
+    special, notes = _special_ids(source) if has_tokenizer else (None, [])
+    ids = special.config_fields() if special else {}
+    reference = build_model(source, attention=src_backend, **ids).to(dev)
+    converted = build_model(source, attention=attention, **ids)
     # Same tensors, bit for bit: the conversion is a relabelling of the backend, never a numerical change.
     src_state, dst_state = reference.state_dict(), converted.state_dict()
     differing = [k for k in dst_state if not torch.equal(dst_state[k], src_state[k].cpu())]
     if differing:
         raise RunError(f"conversion changed tensor {differing[0]}; nothing written")
-    probe_model = build_model(source, attention=dst_backend).to(dev)
-    delta = _parity(reference, probe_model, dev, dtype)
+    probe_model = build_model(source, attention=dst_backend, **ids).to(dev)
+    delta = _parity(reference, probe_model, dev, dtype, special)
     if not delta <= TOLERANCE[dtype]:
         raise RunError(f"parity check failed: max |Δlogits| = {delta:.3g} > {TOLERANCE[dtype]:g} between the "
                        f"source ({src_backend}) and converted ({dst_backend}) model; nothing written")
 
-    has_tokenizer = (source.folder / "tokenizer.json").is_file()
     save_checkpoint(converted, out, tokenizer_path=source.folder if has_tokenizer else None, force=force)
     tokenizer_files = [n for n in TOKENIZER_FILES if (out / n).is_file()]
-    notes = list(source.notes)
+    notes = [*source.notes, *notes]
     if "reference" in (src_backend, dst_backend):
         notes.append("flash kernel not run here (needs CUDA + flash-attn): its side of the parity check used the "
                      "reference backend, which computes the same math")
@@ -103,15 +105,37 @@ def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: t
     return report
 
 
-def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype) -> float:
-    """Max |Δlogits| over the real tokens of a seeded probe batch whose last row is half padding."""
+def _special_ids(source: Any) -> tuple[Any, list[str]]:
+    """The source tokenizer's special ids (they go into the written config.json). A cram config that names
+    other ids is refused; an original's config is known to say pad 0 whatever its tokenizer says (recipe §3.3)."""
+    from cramcli.data.tokenizer import check_config_ids, special_ids
+
+    special = special_ids(source.folder / "tokenizer.json")
+    if source.format == "cram":
+        check_config_ids(special, source.config, str(source.folder / "config.json"))
+        return special, []
+    stated = source.config.get("pad_token_id")
+    if stated is not None and stated != special.pad:
+        return special, [f"the original config says pad id {stated}; the tokenizer's <pad> is {special.pad}, "
+                         "written to config.json"]
+    return special, []
+
+
+def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype, special: Any) -> float:
+    """Max |Δlogits| over the real tokens of a seeded probe batch of ordinary tokens whose last row is half
+    padding (pad and special ids from the source's tokenizer, else the config's pad id and cram's layout)."""
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
+
     config = a.config
     seq = min(PROBE_SEQ, config.max_seq_length)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(7, config.vocab_size, (PROBE_BATCH, seq), generator=gen)
+    pad = special.pad if special else config.pad_token_id or 0
+    reserved = set((special or CRAM_SPECIAL_IDS).all) | {pad}
+    ordinary = torch.tensor([i for i in range(config.vocab_size) if i not in reserved])
+    ids = ordinary[torch.randint(len(ordinary), (PROBE_BATCH, seq), generator=gen)]
     mask = torch.ones_like(ids)
     mask[-1, seq // 2:] = 0
-    ids = ids.masked_fill(mask == 0, config.pad_token_id or 0)
+    ids = ids.masked_fill(mask == 0, pad)
     ids, mask = ids.to(dev), mask.to(dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
         la, lb = (m(input_ids=ids, attention_mask=mask).logits.float() for m in (a, b))

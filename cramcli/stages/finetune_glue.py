@@ -22,7 +22,7 @@ from rich.text import Text
 from cramcli import budgets
 from cramcli.glue.loaders import TaskData, load_task
 from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_numbers, median_and_range
-from cramcli.glue.tasks import Task, parse_tasks
+from cramcli.glue.tasks import ORIGINAL_ORDER, Task, parse_tasks
 from cramcli.utils import atomic
 from cramcli.utils.console import Output
 from cramcli.utils.cpu import keep_freed_memory
@@ -74,13 +74,18 @@ def run(
     settings = {"budget": cfg.model_dump(mode="json"), "seed": seed, "max_train_examples": max_train_examples,
                 "max_eval_examples": max_eval_examples, "legacy_attention_mask": legacy_attention_mask,
                 "checkpoint": str(checkpoint.resolve())}
-    _prepare_out(out, settings, force)
-
     from cramcli.glue import finetune as ft
     from cramcli.model.checkpoint import load_pretrained
 
     tok = ft.load_glue_tokenizer(checkpoint, cfg.max_length)
+    special = ft.checkpoint_special_ids(checkpoint, tok)
+    precision = ft.resolve_precision(cfg.precision, dev)
+    _prepare_out(out, settings, force)
     overrides = ft.model_overrides(cfg, legacy_attention_mask)
+    # `first-task` warmup: the first task in the original's order sets every task's warmup step count.
+    first = min(task_list, key=lambda t: ORIGINAL_ORDER.index(t.name))
+    loaded = {first.name: load_task(first, glue_dir)}
+    first_n = len(_subset(loaded[first.name].train, max_train_examples, seed))
     started = time.perf_counter()
     results: dict[str, Any] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -89,14 +94,15 @@ def run(
         bar_tasks = progress.add_task("tasks", total=len(task_list))
         for task in task_list:
             seeds = [trial_seed(seed, task.name, i) for i in range(cfg.trials)]
-            done = {i: _read_trial(out, task, i) for i in range(cfg.trials)}
-            todo = [i for i, r in done.items() if r is None]
-            data = load_task(task, glue_dir)
+            data = loaded.pop(task.name, None) or load_task(task, glue_dir)
             train_ex = _subset(data.train, max_train_examples, seed)
+            warmup = ft.warmup_steps(cfg, len(train_ex), first_n)
+            done = {i: _read_trial(out, task, i, warmup) for i in range(cfg.trials)}
+            todo = [i for i, r in done.items() if r is None]
             dev_ex = {s: ex[:max_eval_examples] if max_eval_examples else ex for s, ex in data.dev.items()}
             if todo:
-                enc_train = ft.encode(tok, train_ex)
-                enc_dev = {s: ft.encode(tok, ex) for s, ex in dev_ex.items()}
+                enc_train = ft.encode(tok, train_ex, special.pad)
+                enc_dev = {s: ft.encode(tok, ex, special.pad) for s, ex in dev_ex.items()}
             bar_trials = progress.add_task(f"  {task.name} trials", total=cfg.trials, completed=cfg.trials - len(todo))
             for i in todo:
                 t0 = time.perf_counter()
@@ -110,10 +116,12 @@ def run(
                                     description=f"    {_name} epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
 
                 metrics = ft.run_trial(net, task, enc_train, enc_dev, cfg, epochs=cfg.epochs, seed=seeds[i],
-                                       device=dev, on_step=on_step)
+                                       device=dev, warmup=warmup, on_step=on_step)
                 progress.remove_task(bar_epoch)
                 done[i] = {"task": task.name, "trial": i, "seed": seeds[i], "metrics": metrics,
-                           "card": card_numbers(task.name, metrics), "seconds": round(time.perf_counter() - t0, 2)}
+                           "card": card_numbers(task.name, metrics), "steps": ft.trial_steps(len(train_ex), cfg),
+                           "warmup_steps": warmup, "precision": precision.name,
+                           "seconds": round(time.perf_counter() - t0, 2)}
                 atomic.write_json(_trial_path(out, task, i), done[i])
                 progress.advance(bar_trials)
                 del net
@@ -128,13 +136,15 @@ def run(
                "average_of": sum(1 for c, *_ in CARD_COLUMNS if c in medians)}
     results_doc = {"checkpoint": str(checkpoint), "checkpoint_path": str(checkpoint.resolve()),
                    "weights_sha256": weights_sha256(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials,
-                   "seed": seed, "summary": summary, "tasks": results}
+                   "seed": seed, "precision": precision.name, "warmup_mode": cfg.warmup_mode,
+                   "special_ids": {"pad": special.pad, "cls": special.cls, "sep": special.sep, "mask": special.mask},
+                   "summary": summary, "tasks": results}
     atomic.write_json(out / "results.json", results_doc)
     columns = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)]
     atomic.write_bytes(out / "glue.png", glue_png(
         results, columns, f"GLUE dev, median of {cfg.trials} trial(s), {cfg.protocol} protocol"))
     atomic.write_json(out / "hparams.json", settings)
-    report = {"command": "finetune-glue", "out": str(out), "device": str(dev),
+    report = {"command": "finetune-glue", "out": str(out), "device": str(dev), "precision": precision.name,
               "seconds": round(time.perf_counter() - started, 2), **summary}
     output.report(report, _render(results, summary), out / "report.json")
 
@@ -176,9 +186,16 @@ def _trial_path(out: Path, task: Task, trial: int) -> Path:
     return out / "trials" / f"{task.name}_{trial}.json"
 
 
-def _read_trial(out: Path, task: Task, trial: int) -> dict[str, Any] | None:
+def _read_trial(out: Path, task: Task, trial: int, warmup: int) -> dict[str, Any] | None:
+    """A finished trial, if it used this run's warmup (under `first-task` that depends on the tasks run)."""
     path = _trial_path(out, task, trial)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("warmup_steps", warmup) != warmup:
+        raise UsageError(f"{path}: trained with {record['warmup_steps']} warmup steps, this run gives {task.name} "
+                         f"{warmup} (another --tasks set under warmup_mode first-task); pass --force or another --out")
+    return record
 
 
 def _subset(examples: list, limit: int | None, seed: int) -> list:

@@ -11,17 +11,16 @@ from typing import Any
 import torch
 
 from cramcli.budgets import ArchBudget, MaskingBudget, TrainBudget
-from cramcli.data.tokenizer import MASK_ID, SPECIAL_IDS
+from cramcli.data.tokenizer import SpecialIds
 from cramcli.train.masking import mask_tokens
 from cramcli.utils.device import autocast_dtype
 
-_SPECIAL = tuple(SPECIAL_IDS.values())
 
-
-def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, S] token ids → (masked inputs, labels), never masking cram's special tokens."""
-    return mask_tokens(ids, masking, mask_id=MASK_ID, vocab_size=vocab_size, special_ids=_SPECIAL,
+def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int, generator: torch.Generator, *,
+               special: SpecialIds) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, S] token ids → (masked inputs, labels) with the run's tokenizer's `<mask>` id; v1 masking never
+    selects any of its special tokens (`special_ids(tokenizer)`, wherever they sit in the vocabulary)."""
+    return mask_tokens(ids, masking, mask_id=special.mask, vocab_size=vocab_size, special_ids=special.all,
                        generator=generator)
 
 
@@ -49,7 +48,7 @@ class TrainStep:
     trainer part: it saves and restores the weights, the optimizer and the scaler."""
 
     def __init__(self, arch: ArchBudget, train: TrainBudget, device: torch.device, *, tokens_per_micro_batch: int,
-                 world: int = 1, compile: bool | None = None) -> None:
+                 special: SpecialIds, world: int = 1, compile: bool | None = None) -> None:
         from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
         from cramcli.train.masking import static_prediction_rate
         from cramcli.train.optim import make_optimizer
@@ -61,7 +60,9 @@ class TrainStep:
         if arch.sparse_prediction == "static" or (compile and arch.sparse_prediction == "dynamic"):
             overrides = {"sparse_prediction": "static",
                          "sparse_rate": static_prediction_rate(train.masking, tokens_per_micro_batch)}
-        self.model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch, **overrides)).to(device)
+        # The config records the tokenizer's special ids, so the saved config.json names them.
+        config = CrammedBertConfig.from_arch(arch, **overrides, **special.config_fields())
+        self.model = CrammedBertForMaskedLM(config).to(device)
         self.model.eval()  # recipe §2.6: pretraining runs with dropout off; gradients still flow
         self.optimizer = make_optimizer(self.model, train.optimizer, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train.precision == "fp16")

@@ -52,17 +52,18 @@ class StepBench:
                 torch.cuda.empty_cache()
 
     def _measure(self, micro_batch: int, compiled: bool) -> dict[str, Any]:
+        from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
         from cramcli.train.step import TrainStep, mask_batch
 
         torch.manual_seed(0)
         train_step = TrainStep(self.arch, self.train, self.dev, compile=compiled,
-                               tokens_per_micro_batch=micro_batch * self.arch.max_seq_length)
+                               tokens_per_micro_batch=micro_batch * self.arch.max_seq_length, special=CRAM_SPECIAL_IDS)
         gen = torch.Generator(device=self.dev).manual_seed(0)
         ids = torch.randint(7, self.arch.vocab_size, (micro_batch, self.arch.max_seq_length), device=self.dev,
                             generator=gen)
 
         def step() -> torch.Tensor:
-            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen)
+            inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             loss = train_step.micro_step(inputs, labels)
             train_step.update(self.train.optimizer.lr)
             return loss

@@ -21,6 +21,7 @@ import torch
 
 from cramcli.budgets import ArchBudget, TrainBudget
 from cramcli.data.prepared import PreparedData
+from cramcli.data.tokenizer import special_ids
 from cramcli.train import distributed
 from cramcli.train.checkpointing import Checkpointer, RngState
 from cramcli.train.clock import ScheduleClock
@@ -45,8 +46,10 @@ class Trainer:
         self.device, self.rank, self.world, self.seed = device, rank, world, seed
         self.global_micro = train.micro_batch_size * world
         torch.manual_seed(seed)
+        # The run's tokenizer names the special ids: masking uses them, config.json records them.
+        self.special = special_ids(data.tokenizer_path)
         self.step = TrainStep(arch, train, device, tokens_per_micro_batch=train.micro_batch_size * data.seq_length,
-                              world=world)
+                              special=self.special, world=world)
         self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
         self.cursor = DataCursor(data, self.global_micro)
         self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))
@@ -114,7 +117,7 @@ class Trainer:
         # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
         # number of ranks (and a resumed run) sees exactly the masks one process would.
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.progress.micro_steps)
-        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen)
+        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen, special=self.special)
         lo = self.rank * self.budget.micro_batch_size
         hi = lo + self.budget.micro_batch_size
         return self.step.micro_step(inputs[lo:hi], labels[lo:hi], accumulation, sync)

@@ -1,0 +1,128 @@
+"""GLUE arithmetic and schedule from the GLUE budget: fp32/bf16/fp16 (+ GradScaler), the original's warmup
+formula and its first-task warmup reuse, padding with the tokenizer's pad id."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from cramcli.budgets import ArchBudget, GlueBudget
+from cramcli.glue import finetune as ft
+from cramcli.glue.tasks import TASKS
+from cramcli.utils.errors import UsageError
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("total", "warmup"), [(30, 3), (10, 0), (2670, 267), (7, 9)])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_lr_factor_is_hfs_schedule(schedule: str, total: int, warmup: int) -> None:
+    """The original built its GLUE schedule with transformers' functions; cram's factor is the same number."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = {"cosine": lambda: transformers.get_cosine_schedule_with_warmup(opt, warmup, total),
+          "linear": lambda: transformers.get_linear_schedule_with_warmup(opt, warmup, total),
+          "constant": lambda: transformers.get_constant_schedule_with_warmup(opt, warmup)}[schedule]()
+    ours = ft.lr_lambda(schedule, total, warmup)
+    for step in range(total):
+        assert ours(step) == pytest.approx(hf.lr_lambdas[0](step), abs=1e-12), step
+    assert ours(0) == (1.0 if warmup == 0 else 0.0)  # the first step of a warmup runs at LR 0, as in HF
+
+
+def test_warmup_steps_per_task_and_reused_from_the_first_task() -> None:
+    per_task, reuse = GlueBudget(), GlueBudget(warmup_mode="first-task")
+    cola, rte, mnli = 8551, 2490, 392702
+    assert ft.trial_steps(cola, per_task) == 534 * 5
+    assert ft.warmup_steps(per_task, cola, cola) == 267  # recipe §4.6
+    assert ft.warmup_steps(per_task, rte, cola) == 77 and ft.warmup_steps(per_task, mnli, cola) == 12271
+    assert ft.warmup_steps(reuse, rte, cola) == ft.warmup_steps(reuse, mnli, cola) == 267
+    assert ft.trial_steps(5, per_task) == 5  # fewer examples than a batch: one (partial) batch per epoch
+
+
+def test_precision_means_the_same_on_every_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ft.resolve_precision("fp32", CPU) == ft.Precision("fp32", None, False)
+    assert ft.resolve_precision("bf16", CPU) == ft.Precision("bf16", torch.bfloat16, False)
+    assert ft.resolve_precision("fp16", CPU) == ft.Precision("fp16", torch.float16, True)
+    cuda = torch.device("cuda", 0)
+    assert ft.resolve_precision("fp16", cuda) == ft.Precision("fp16", torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(UsageError, match='Tesla T4 has no bf16; set "precision": "fp16"'):
+        ft.resolve_precision("bf16", cuda)
+
+
+def test_collate_pads_with_the_tokenizers_pad() -> None:
+    data = ft.Encoded([[5, 6, 7], [5]], [0.0, 1.0], pad=29)
+    batch = next(iter(ft._loader(data, 2, False, shuffle=False, seed=0)))
+    assert batch["input_ids"].tolist() == [[5, 6, 7] + [29] * 5, [5] + [29] * 7]  # to a multiple of 8
+    assert batch["attention_mask"].sum(1).tolist() == [3, 1]
+
+
+def _model_and_data(seed: int = 0) -> tuple[torch.nn.Module, ft.Encoded, dict[str, ft.Encoded]]:
+    from cramcli.model import CrammedBertConfig, CrammedBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    arch = ArchBudget(num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=40,
+                      max_seq_length=32)
+    net = CrammedBertForSequenceClassification(CrammedBertConfig.from_arch(arch, num_labels=2, hidden_dropout=0.0,
+                                                                           attention_dropout=0.0,
+                                                                           embedding_dropout=0.0,
+                                                                           classifier_dropout=0.0))
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(7, 40, (int(n),), generator=g).tolist() for n in torch.randint(3, 12, (48,), generator=g)]
+    labels = [float(r[0] % 2) for r in rows]  # learnable: the first token's parity
+    train = ft.Encoded(rows[:32], labels[:32], pad=0)
+    return net, train, {"dev": ft.Encoded(rows[32:], labels[32:], pad=0)}
+
+
+def _trial(precision: str, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.nn.Module, dict]:
+    net, train, dev = _model_and_data()
+    budget = GlueBudget(precision=precision, lr=1e-3, batch_size=8, epochs=2, dropout=0.0)
+    metrics = ft.run_trial(net, TASKS["rte"], train, dev, budget, epochs=2, seed=0, device=CPU, scaler=scaler)
+    return net, metrics
+
+
+def test_fp32_trains_and_a_loss_scaler_changes_no_bit() -> None:
+    """The scaler path (scale → backward → unscale in step → update) on fp32 arithmetic: power-of-two scaling
+    is exact, so the weights must match the unscaled run bit for bit; a missing unscale would not (AdamW's eps)."""
+    plain, metrics = _trial("fp32")
+    assert set(metrics["dev"]) == {"accuracy"}
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaled, _ = _trial("fp32", scaler)
+    assert scaler.is_enabled() and scaler.get_scale() == 2.0**16  # no overflow: the scale stayed
+    start, _, _ = _model_and_data()
+    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert changed  # it trained
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, scaled.state_dict()[k]), k
+
+
+def test_overflowing_steps_are_skipped_and_the_scale_backs_off() -> None:
+    """Every gradient overflows (a hook makes one inf): each of the 8 steps is skipped and halves the scale."""
+    net, train, dev = _model_and_data()
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    net.classifier.weight.register_hook(lambda g: g * float("inf"))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    budget = GlueBudget(precision="fp32", lr=1e-3, batch_size=8, epochs=2, dropout=0.0)
+    ft.run_trial(net, TASKS["rte"], train, dev, budget, epochs=2, seed=0, device=CPU, scaler=scaler)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, start[k]), k
+    assert scaler.get_scale() == 2.0 ** (16 - 8)
+
+
+def test_fp16_on_cpu_runs_with_a_scaler() -> None:
+    net, metrics = _trial("fp16")
+    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in net.parameters())  # fp32 master weights
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_gpu_precisions_train(precision: str) -> None:
+    net, train, dev = _model_and_data()
+    cuda = torch.device("cuda")
+    budget = GlueBudget(precision=precision, lr=1e-3, batch_size=8, epochs=2, dropout=0.0)
+    metrics = ft.run_trial(net.to(cuda), TASKS["rte"], train, dev, budget, epochs=2, seed=0, device=cuda)
+    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0
+    assert all(torch.isfinite(p).all() for p in net.parameters())
