@@ -138,37 +138,10 @@ app.command("pretrain")(stage_command("pretrain"))
 # finetune-glue (alias glue)
 
 
-def _finetune_glue(
-    model: Annotated[Path, typer.Option("--model", "-m", help="A cram run folder or an HF-style checkpoint folder.")],
-    budget: Annotated[str, typer.Option("--budget", "-b", help="GLUE budget: preset name (24 = GLUE-sane, demo) or JSON file.")] = "24",
-    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks (cola,sst2,mrpc,qqp,stsb,mnli,qnli,rte,wnli; default: the budget's 8).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Fine-tuning trials per task; the median is reported.")] = None,
-    glue_dir: Annotated[Optional[Path], typer.Option("--glue-dir", help="Folder with the original GLUE task folders (CoLA/, SST-2/, ...), or HF/parquet exports.")] = None,
-    max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use at most this many training examples per task (a quick look).")] = None,
-    max_eval_examples: Annotated[Optional[int], typer.Option("--max-eval-examples", help="Evaluate on at most this many dev examples per task.")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the budget's epochs (≤ 5 under the GLUE-sane protocol).")] = None,
-    legacy_attention_mask: Annotated[bool, typer.Option("--legacy-attention-mask", help="Fidelity switch: let padding be attended to, as the original v1 flash model did.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: <model>/glue).")] = None,
-    device: DeviceOpt = None,
-    gpu: GpuOpt = None,
-    seed: SeedOpt = 0,
-    force: ForceOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Fine-tune on GLUE with the GLUE-sane protocol: one hyperparameter set, ≤ 5 epochs, median over trials.
-
-    Finished (task, trial) results are kept, so an interrupted run resumes where it stopped.
-    """
-    _run_stage("finetune_glue", json_mode, quiet, verbose, model=model, budget=budget, tasks=tasks, trials=trials,
-               glue_dir=glue_dir, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
-               epochs=epochs, legacy_attention_mask=legacy_attention_mask, out=out, device=device, gpu=gpu,
-               seed=seed, force=force)
+app.command("finetune-glue")(stage_command("finetune_glue"))
+app.command("glue", help="Alias of [bold]finetune-glue[/].")(stage_command("finetune_glue"))
 
 
-app.command("finetune-glue")(_finetune_glue)
-app.command("glue", help="Alias of [bold]finetune-glue[/].")(_finetune_glue)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -200,45 +173,10 @@ app.command("convert", help="Alias of [bold]convert-attention[/].")(_convert_att
 # card and push
 
 
-@app.command("card")
-def card(
-    checkpoint: Annotated[Path, typer.Argument(help="A `cram pretrain` run folder or a checkpoint folder (RUN/final, a `cram convert` output).")],
-    glue: Annotated[Optional[Path], typer.Option("--glue", help="GLUE results.json (or its folder) of this checkpoint (default: MODEL/glue/results.json).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name for the title and the table (default: crammed-bert-<budget>).")] = None,
-    license: Annotated[str, typer.Option("--license", help="License id for the front matter (default: openrail, as the crammed-BERT cards).")] = "openrail",
-    note: Annotated[Optional[str], typer.Option("--note", help="A paragraph added under the title, e.g. what the model is for.")] = None,
-    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Hub repo the How-to-use loads from (default: the folder's path).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a card (or a file beside it) that was edited by hand.")] = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Write the model card (README.md) into the checkpoint folder, from what cram recorded.
-
-    Front matter, architecture and budget, tokens seen, final MLM loss, the GLUE table (medians over trials),
-    How to use and the citation; the three budget files and the charts are placed beside the weights.
-    Regenerating gives the same file; a card edited by hand is kept unless [bold]--force[/].
-    """
-    _run_stage("card", json_mode, quiet, verbose, checkpoint=checkpoint, glue=glue, name=name, license=license,
-               note=note, repo_id=repo_id, force=force)
+app.command("card")(stage_command("card"))
 
 
-@app.command("push")
-def push(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) to upload.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo OWNER/NAME (created if missing).")],
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
-    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to upload to (created if missing; default main).")] = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Upload a checkpoint to the Hugging Face hub with its model card (written first if missing).
-
-    Needs a token: HF_TOKEN or `hf auth login`.
-    """
-    _run_stage("push", json_mode, quiet, verbose, checkpoint=checkpoint, repo_id=repo_id, private=private,
-               revision=revision)
+app.command("push")(stage_command("push"))
 
 
 # ----------------------------------------------------------------------------------------------------------

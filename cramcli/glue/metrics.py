@@ -5,8 +5,6 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 # The model card's columns: (column, task, eval split, metric).
 CARD_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -25,6 +23,10 @@ WNLI_COLUMN = ("WNLI", "wnli", "dev", "accuracy")
 
 def compute(task: str, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Metrics of one eval split: predicted class ids (or scores for STS-B) against the gold ones."""
+    # Imported here: scipy and scikit-learn take a second to import, which `cram --help` must not pay.
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     if task == "stsb":
         if len(preds) < 2 or np.std(preds) == 0 or np.std(labels) == 0:
             # A constant prediction has no correlation; report 0 rather than scipy's NaN warning.

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.table import Table
 
 from cramcli import budgets
@@ -31,15 +32,21 @@ DEFAULT_LICENSE = "openrail"
 
 def run(
     output: Output,
+    checkpoint: Annotated[Path, typer.Argument(help="A `cram pretrain` run folder or a checkpoint folder (RUN/final, a `cram convert` output).")],
     *,
-    checkpoint: Path,
-    glue: Path | None = None,
-    name: str | None = None,
-    license: str = DEFAULT_LICENSE,
-    note: str | None = None,
-    repo_id: str | None = None,
-    force: bool = False,
+    glue: Annotated[Optional[Path], typer.Option("--glue", help="GLUE results.json (or its folder) of this checkpoint (default: MODEL/glue/results.json).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name for the title and the table (default: crammed-bert-<budget>).")] = None,
+    license: Annotated[str, typer.Option("--license", help="License id for the front matter (default: openrail, as the crammed-BERT cards).")] = "openrail",
+    note: Annotated[Optional[str], typer.Option("--note", help="A paragraph added under the title, e.g. what the model is for.")] = None,
+    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Hub repo the How-to-use loads from (default: the folder's path).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a card (or a file beside it) that was edited by hand.")] = False,
 ) -> None:
+    """Write the model card (README.md) into the checkpoint folder, from what cram recorded.
+
+    Front matter, architecture and budget, tokens seen, final MLM loss, the GLUE table (medians over trials),
+    How to use and the citation; the three budget files and the charts are placed beside the weights.
+    Regenerating gives the same file; a card edited by hand is kept unless [bold]--force[/].
+    """
     report = write_card(checkpoint, glue=glue, name=name, license=license, note=note, repo_id=repo_id, force=force)
     output.report(report, _table(report))
 

@@ -12,8 +12,9 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.console import Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,10 +24,9 @@ from cramcli import budgets
 from cramcli.glue.loaders import TaskData, load_task
 from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_numbers, median_and_range
 from cramcli.glue.tasks import ORIGINAL_ORDER, Task, parse_tasks
+from cramcli.stages import options
 from cramcli.utils import atomic
 from cramcli.utils.console import Output
-from cramcli.utils.cpu import keep_freed_memory
-from cramcli.utils.device import resolve_device
 from cramcli.utils.digest import weights_sha256
 from cramcli.utils.errors import UsageError
 from cramcli.utils.plots import glue_png
@@ -35,21 +35,25 @@ from cramcli.utils.plots import glue_png
 def run(
     output: Output,
     *,
-    model: Path,
-    budget: str = "24",
-    tasks: str | None = None,
-    trials: int | None = None,
-    glue_dir: Path | None = None,
-    max_train_examples: int | None = None,
-    max_eval_examples: int | None = None,
-    epochs: int | None = None,
-    legacy_attention_mask: bool = False,
-    out: Path | None = None,
-    device: str | None = None,
-    gpu: int | None = None,
-    seed: int = 0,
-    force: bool = False,
+    model: Annotated[Path, typer.Option("--model", "-m", help="A cram run folder or an HF-style checkpoint folder.")],
+    budget: Annotated[str, typer.Option("--budget", "-b", help="GLUE budget: preset name (24 = GLUE-sane, demo) or JSON file.")] = "24",
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks (cola,sst2,mrpc,qqp,stsb,mnli,qnli,rte,wnli; default: the budget's 8).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Fine-tuning trials per task; the median is reported.")] = None,
+    glue_dir: Annotated[Optional[Path], typer.Option("--glue-dir", help="Folder with the original GLUE task folders (CoLA/, SST-2/, ...), or HF/parquet exports.")] = None,
+    max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use at most this many training examples per task (a quick look).")] = None,
+    max_eval_examples: Annotated[Optional[int], typer.Option("--max-eval-examples", help="Evaluate on at most this many dev examples per task.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the budget's epochs (≤ 5 under the GLUE-sane protocol).")] = None,
+    legacy_attention_mask: Annotated[bool, typer.Option("--legacy-attention-mask", help="Fidelity switch: let padding be attended to, as the original v1 flash model did.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: <model>/glue).")] = None,
+    device: options.Device = None,
+    gpu: options.Gpu = None,
+    seed: options.Seed = 0,
+    force: options.Force = False,
 ) -> None:
+    """Fine-tune on GLUE with the GLUE-sane protocol: one hyperparameter set, ≤ 5 epochs, median over trials.
+
+    Finished (task, trial) results are kept, so an interrupted run resumes where it stopped.
+    """
     cfg = budgets.load("glue", budget)
     if trials is not None:
         if trials < 1:
@@ -66,9 +70,9 @@ def run(
             raise UsageError(f"{flag} {value}: must be at least 1")
     task_list = parse_tasks(tasks, list(cfg.tasks))
     checkpoint = _checkpoint_dir(Path(model))
-    dev = resolve_device(device, gpu)
-    if dev.type == "cpu":
-        keep_freed_memory()
+    from cramcli.utils.device import setup_device
+
+    dev = setup_device(device, gpu)  # TF32 on CUDA, the allocator setting on a CPU
     out = Path(out) if out is not None else Path(model) / "glue"
 
     settings = {"budget": cfg.model_dump(mode="json"), "seed": seed, "max_train_examples": max_train_examples,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.table import Table
 
 from cramcli.utils.console import Output
@@ -22,7 +23,18 @@ IGNORE = [".*", "**/.*"]
 """Hidden files (atomic-write leftovers, editor files) never leave the machine."""
 
 
-def run(output: Output, *, checkpoint: Path, repo_id: str, private: bool = False, revision: str | None = None) -> None:
+def run(
+    output: Output,
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) to upload.")],
+    *,
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo OWNER/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to upload to (created if missing; default main).")] = None,
+) -> None:
+    """Upload a checkpoint to the Hugging Face hub with its model card (written first if missing).
+
+    Needs a token: HF_TOKEN or `hf auth login`.
+    """
     from cramcli.stages import card
 
     _check_repo_id(repo_id)
