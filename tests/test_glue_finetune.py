@@ -147,7 +147,7 @@ def test_two_trials_table_json_and_resume(stub_model: tuple[Path, list], tmp_pat
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--trials", "0"], "--trials 0"), (["--epochs", "6"], "at most 5"), (["--tasks", "rte,nope"], "unknown task nope"),
+    [(["--trials", "0"], "--trials 0"), (["--epochs", "6"], "--epochs 6: (top level): epochs 6 exceeds 5, the GLUE-sane limit"), (["--tasks", "rte,nope"], "unknown task nope"),
      (["--tasks", "mrpc"], "no MRPC/train.tsv")],
 )
 def test_bad_input_one_line(stub_model: tuple[Path, list], tmp_path: Path, extra: list[str], message: str) -> None:

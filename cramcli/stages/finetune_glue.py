@@ -20,11 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from cramcli import budgets
 from cramcli.glue.loaders import TaskData, load_task
 from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_numbers, median_and_range
 from cramcli.glue.tasks import ORIGINAL_ORDER, Task, parse_tasks
 from cramcli.stages import options
+from cramcli.stages.common import load_budget
 from cramcli.utils import atomic
 from cramcli.utils.console import Output
 from cramcli.utils.digest import weights_sha256
@@ -54,17 +54,7 @@ def run(
 
     Finished (task, trial) results are kept, so an interrupted run resumes where it stopped.
     """
-    cfg = budgets.load("glue", budget)
-    if trials is not None:
-        if trials < 1:
-            raise UsageError(f"--trials {trials}: must be at least 1")
-        cfg = cfg.model_copy(update={"trials": trials})
-    if epochs is not None:
-        if epochs < 1:
-            raise UsageError(f"--epochs {epochs}: must be at least 1")
-        if cfg.protocol == "sane" and epochs > 5:
-            raise UsageError(f"--epochs {epochs}: the GLUE-sane protocol allows at most 5 (use a budget with protocol 'free')")
-        cfg = cfg.model_copy(update={"epochs": epochs})
+    cfg = load_budget(output, "glue", budget, {"trials": ("--trials", trials), "epochs": ("--epochs", epochs)}).budget
     for flag, value in (("--max-train-examples", max_train_examples), ("--max-eval-examples", max_eval_examples)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")
