@@ -93,6 +93,12 @@ class PreparedData:
             raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
                              f"{self.manifest['num_rows']}; {_CREATE} again")
 
+    def source_record(self) -> dict[str, Any]:
+        """Where the rows came from (for run-config.json and the model card): the source and the data budget."""
+        budget = self.manifest.get("budget") or None
+        source = (self.manifest.get("source") or {}).get("spec") or (budget or {}).get("source")
+        return {"data_source": source, "data_budget": budget}
+
     def __len__(self) -> int:
         return self.num_rows
 

@@ -94,7 +94,7 @@ def run(
                 write_json(run_dir / "run-config.json", {
                     "train": t.model_dump(mode="json"), "arch": a.model_dump(mode="json"), "budget": str(budget),
                     "sources": {"train": train.sources, "arch": arch_budget.sources}, "data": str(prepared.path),
-                    **_data_record(prepared.manifest), "world_size": world, "seed": seed, "config_key": key})
+                    **prepared.source_record(), "world_size": world, "seed": seed, "config_key": key})
             try:
                 reason = trainer.run()
             except NonFiniteLoss as exc:
@@ -103,7 +103,7 @@ def run(
             if rank == 0:
                 write_bytes(run_dir / "training.png",
                             training_png(trainer.progress.log.rows, f"cram pretrain — {run_dir.name}"))
-                report = {**_report(trainer, reason, final), "budget_name": budgets.file_label("train", budget)}
+                report = {**trainer.summary(reason, final), "budget_name": budgets.file_label("train", budget)}
                 output.report(report, summary_table("cram pretrain", {k: report[k] for k in _SHOWN}),
                               run_dir / "report.json")
 
@@ -119,27 +119,3 @@ def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: An
 
 _SHOWN = ("final", "stop_reason", "micro_steps", "optimizer_steps", "tokens", "training_hours", "first_loss",
           "final_loss", "tokens_per_s")
-
-
-def _data_record(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What the model card needs of the prepared data: its source and the (effective) data budget."""
-    source = (manifest.get("source") or {}).get("spec") or (manifest.get("budget") or {}).get("source")
-    return {"data_source": source, "data_budget": manifest.get("budget") or None}
-
-
-def _report(trainer: Any, reason: str, final: Path) -> dict[str, Any]:
-    """Numbers people read are rounded; metrics.jsonl keeps every logged value at full precision."""
-    from cramcli.utils.device import device_name
-
-    p, rows, elapsed = trainer.progress, trainer.progress.log.rows, trainer.clock.elapsed()
-    return {"run": str(trainer.run_dir), "final": str(final), "stop_reason": reason, "micro_steps": p.micro_steps,
-            "optimizer_steps": p.optimizer_steps, "tokens": p.tokens, "training_hours": round(elapsed / 3600, 5),
-            "budget_hours": trainer.budget.hours, "schedule_clock": trainer.clock.mode,
-            "first_loss": _round(rows[0]["loss"] if rows else None), "final_loss": _round(rows[-1]["loss"] if rows else None),
-            "loss_ema": _round(p.loss_ema), "tokens_per_s": round(p.tokens / elapsed, 1) if elapsed > 0 else None,
-            "world_size": trainer.world, "device": str(trainer.device), "device_name": device_name(trainer.device),
-            "data": str(trainer.data.path)}
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)

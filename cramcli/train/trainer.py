@@ -174,3 +174,20 @@ class Trainer:
             save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
         distributed.barrier(self.world)
         return final
+
+    def summary(self, reason: str, final: Path) -> dict[str, Any]:
+        """The run's report. Numbers people read are rounded; metrics.jsonl keeps full precision."""
+        from cramcli.utils.device import device_name
+
+        p, rows, elapsed = self.progress, self.progress.log.rows, self.clock.elapsed()
+        return {"run": str(self.run_dir), "final": str(final), "stop_reason": reason, "micro_steps": p.micro_steps,
+                "optimizer_steps": p.optimizer_steps, "tokens": p.tokens, "training_hours": round(elapsed / 3600, 5),
+                "budget_hours": self.budget.hours, "schedule_clock": self.clock.mode,
+                "first_loss": _round(rows[0]["loss"] if rows else None),
+                "final_loss": _round(rows[-1]["loss"] if rows else None), "loss_ema": _round(p.loss_ema),
+                "tokens_per_s": round(p.tokens / elapsed, 1) if elapsed > 0 else None, "world_size": self.world,
+                "device": str(self.device), "device_name": device_name(self.device), "data": str(self.data.path)}
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
