@@ -101,7 +101,7 @@ def short_pretrain(tmp_path: Path, data: Path) -> None:
     pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu",
                  max_steps=4)
     report = json.loads((out / "report.json").read_text())
-    assert report["optimizer_steps"] > 0 and report["data"] == str(data)  # max_steps counts micro-steps here
+    assert report["optimizer_steps"] > 0 and report["data"] == str(data)  # 4 micro-steps → 2 optimizer steps here
     assert report["final_loss"] is not None and np.isfinite(report["final_loss"])
 
 
