@@ -60,6 +60,11 @@ class FilterBudget(_Strict):
     """Keep a document only if tokens/characters is below this (the recipe keeps > 4 characters per token)."""
     min_chars: Annotated[int, Field(ge=0, le=10**9)] = 0
     """Drop documents shorter than this many characters after normalisation."""
+    tokenizer: str | None = None
+    """Tokenizer that measures compressibility on the raw text, before normalisation and tokenizer training, as
+    the original did with `albert-base-v2`: a `tokenizer.json` file (or a folder holding one) or a hub id
+    (`hf:albert-base-v2`; fetched once, then cached). Unset (offline default, a deviation): cram's own tokenizer
+    measures the normalised text after it is trained."""
 
 
 class DedupBudget(_Strict):
@@ -94,7 +99,11 @@ class DataBudget(_Strict):
     max_documents: PositiveInt = 25_000_000
     """Read at most this many raw documents from the source."""
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 89
-    """Seed for every random choice in preparation (shuffling, random ordering)."""
+    """Seed for every random choice in preparation: the document shuffle and the `random` ordering."""
+    shuffle: bool = True
+    """Shuffle the documents once before tokenizer training and packing, as the original did (seed 89): the
+    kept documents come in the order of NumPy `default_rng(seed).permutation(documents read)` (what
+    `datasets.Dataset.shuffle(seed=seed)` does), dropped ones left out. Pre-tokenized corpora keep their order."""
     normalization: NormalizationBudget = NormalizationBudget()
     filter: FilterBudget = FilterBudget()
     dedup: DedupBudget = DedupBudget()

@@ -24,6 +24,7 @@ from cramcli.stages import prepare_data
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
+REPO = Path(__file__).resolve().parent.parent
 WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "his", "her", "it", "an", "were", "are", "which", "this", "be", "also", "had", "city", "river", "music", "school", "world", "house", "water", "light", "story", "paper", "garden", "winter", "summer", "market", "history", "science", "village", "mountain", "station", "library", "animal", "season", "family", "country", "island", "forest", "letter", "window", "travel", "engine", "bridge", "theatre", "museum", "kitchen", "harbour", "valley", "castle", "council"]
 
 
@@ -68,6 +69,7 @@ def budget_file(path: Path, source: Path, **overrides: object) -> Path:
         "seq_length": 32,
         "ordering": "none",
         "max_rows": 100_000,
+        "shuffle": False,  # these tests check stream order; test_data_shuffle.py checks the shuffle
     }
     budget.update(overrides)
     path.write_text(json.dumps(budget))
@@ -273,6 +275,7 @@ def test_killed_run_leaves_no_finished_folder_and_rerun_matches_uninterrupted(co
         [sys.executable, "-c", _SLOW_RUN, "prepare-data", "--budget", str(budget), "--workers", "1", "--quiet",
          "--tokenizer", str(tok)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # this checkout's cramcli, not an installed one
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "writing"

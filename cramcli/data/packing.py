@@ -98,6 +98,45 @@ def row_order(ordering: str, num_rows: int, seed: int, scores: np.ndarray | None
     raise ValueError(f"unknown ordering {ordering!r}")
 
 
+class ShardWriter:
+    """Writes rows, in the order given, into `tokens_NNNNN.bin` shards of SHARD_ROWS rows each, hashing every
+    token byte on the way (the data hash)."""
+
+    def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None) -> None:
+        self.out_dir, self.on_rows = out_dir, on_rows
+        self.shards: list[dict[str, Any]] = []
+        self.digest = hashlib.sha256()
+        self._handle: BinaryIO | None = None
+
+    def write(self, rows: np.ndarray) -> None:
+        while len(rows):
+            if self._handle is None or self.shards[-1]["rows"] == SHARD_ROWS:
+                self._next_shard()
+            assert self._handle is not None
+            take = SHARD_ROWS - self.shards[-1]["rows"]
+            data = rows[:take].tobytes()
+            self._handle.write(data)
+            self.digest.update(data)
+            self.shards[-1]["rows"] += len(rows[:take])
+            if self.on_rows:
+                self.on_rows(len(rows[:take]))
+            rows = rows[take:]
+
+    def _next_shard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        name = f"tokens_{len(self.shards):05d}.bin"
+        self._handle = open(self.out_dir / name, "wb")  # noqa: SIM115 (kept open across write() calls)
+        self.shards.append({"file": name, "rows": 0})
+
+    def close(self) -> tuple[list[dict[str, Any]], str]:
+        """The shard list and the data hash."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        return self.shards, self.digest.hexdigest()[:16]
+
+
 def write_shards(
     src: Path,
     order: np.ndarray,
@@ -107,22 +146,9 @@ def write_shards(
     out_dir: Path,
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Gather rows of `src` in `order` into `tokens_NNNNN.bin` shards; returns the shard list and a sha256 of
-    all token bytes (the data hash)."""
-    digest = hashlib.sha256()
-    shards: list[dict[str, Any]] = []
-    for shard_start in range(0, len(order), SHARD_ROWS):
-        name = f"tokens_{len(shards):05d}.bin"
-        part = order[shard_start : shard_start + SHARD_ROWS]
-        with open(out_dir / name, "wb") as handle:
-            for start in range(0, len(part), _GATHER_ROWS):
-                idx = part[start : start + _GATHER_ROWS]
-                # A fresh map per chunk releases the pages read so far, keeping RSS flat in corpus size.
-                rows = np.asarray(_read_rows(src, dtype, seq_length, num_rows)[idx])
-                data = rows.tobytes()
-                handle.write(data)
-                digest.update(data)
-                if on_rows:
-                    on_rows(len(idx))
-        shards.append({"file": name, "rows": int(len(part))})
-    return shards, digest.hexdigest()[:16]
+    """Gather rows of `src` in `order` into shards; returns the shard list and the data hash."""
+    writer = ShardWriter(out_dir, on_rows)
+    for start in range(0, len(order), _GATHER_ROWS):
+        # A fresh map per chunk releases the pages read so far, keeping RSS flat in corpus size.
+        writer.write(np.asarray(_read_rows(src, dtype, seq_length, num_rows)[order[start : start + _GATHER_ROWS]]))
+    return writer.close()

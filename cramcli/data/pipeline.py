@@ -1,13 +1,16 @@
 """The prepare-data pipeline, phase by phase, writing into a work folder the stage later renames.
 
-1. clean: stream documents → normalise, drop empty/short, exact + near dedup (worker processes do the
-   per-document work; the main process keeps the dedup state) → a spool file of kept, normalised text.
+1. clean: stream documents → normalise, drop empty/short (and, with `filter.tokenizer`, those that
+   compress badly as raw text), exact + near dedup (worker processes do the per-document work; the main
+   process keeps the dedup state) → a spool file of kept, normalised text, plus the spool offset of every
+   document read (-1 for dropped ones).
+   shuffle: rewrite the spool in the order of a seeded permutation of all documents read (`shuffle_spool`).
 2. tokenizer: train WordPiece on the spool (or use the given one).
 3. pack: tokenize the spool in batches through the Rust tokenizer (parallel), apply the compressibility
-   filter, pack into fixed rows → a temporary rows file.
+   filter (unless `filter.tokenizer` already did), pack into fixed rows → a temporary rows file.
 4. order: compute the ordering key per row, cap at max_rows, write the shards.
 Memory stays flat in corpus size: documents are streamed, the spool and rows live on disk, and the state
-that grows is the dedup index (per document) and one sort key per row.
+that grows is the dedup index and the shuffle permutation (per document) and one sort key per row.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
 from cramcli.utils.errors import UsageError
 
-CODE_VERSION = 1
+CODE_VERSION = 2
 """Bump when a code change alters what a given budget + source produces (it is part of the content hash)."""
 _CLEAN_BATCH = 256
 _ENCODE_BATCH = 1024
@@ -44,20 +47,25 @@ _ENCODE_CHARS = 1 << 20
 """Characters per encode_batch call: the Encoding objects cost ~100 bytes per token, so a batch of long
 documents must be capped by size, not count."""
 _CLEAN_CHARS = 1 << 20
-SPOOL, ROWS = "spool.jsonl", "rows.tmp"
+SPOOL, ROWS, OFFSETS = "spool.jsonl", "rows.tmp", "offsets.tmp"
+_SHUFFLE_CHUNK = 1 << 16
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 """`progress(phase, total)` starts a phase's bar and returns `advance(n)`."""
 
 
-def content_hash(budget: DataBudget, source_identity: dict[str, Any], tokenizer_id: str | None) -> str:
-    """Hash of everything that determines the prepared rows: budget, source identity, tokenizer, code format."""
+def content_hash(
+    budget: DataBudget, source_identity: dict[str, Any], tokenizer_id: str | None, filter_tokenizer_id: str | None = None
+) -> str:
+    """Hash of everything that determines the prepared rows: budget, source identity, tokenizer (and the filter
+    tokenizer's content, when the budget names one), code format."""
     key = {
         "format": FORMAT,
         "code": CODE_VERSION,
         "budget": budget.model_dump(mode="json"),
         "source": source_identity,
         "tokenizer": tokenizer_id,
+        "filter_tokenizer": filter_tokenizer_id,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -91,7 +99,7 @@ class Result:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(budget_json: str, in_pool: bool = False) -> None:
+def _init_worker(budget_json: str, filter_json: str | None = None, in_pool: bool = False) -> None:
     if in_pool:
         # The main process handles Ctrl-C and stops the pool; workers stay quiet instead of each printing
         # a traceback, and pool.terminate()'s SIGTERM simply ends them.
@@ -100,16 +108,20 @@ def _init_worker(budget_json: str, in_pool: bool = False) -> None:
     budget = DataBudget.model_validate_json(budget_json)
     _worker["budget"] = budget
     _worker["normalizer"] = build_normalizer(budget.normalization)
+    _worker["filter"] = Tokenizer.from_str(filter_json) if filter_json and budget.filter.enabled else None
 
 
 def _clean_batch(texts: list[str]) -> list[tuple[str, str | None, int, np.ndarray | None]]:
     """(normalised text, drop reason, exact key, MinHash signature) per document."""
     budget: DataBudget = _worker["budget"]
     normalize = _worker["normalizer"].normalize_str
+    raw_counts = filters.raw_tokens(_worker["filter"], texts) if _worker["filter"] else None
     out = []
-    for raw in texts:
+    for i, raw in enumerate(texts):
         text = normalize(raw).strip()
         reason = filters.drop_reason(text, budget.filter)
+        if not reason and raw_counts and filters.compresses_badly(raw_counts[i], len(raw), budget.filter):
+            reason = "compressibility"
         if reason:
             out.append(("", reason, 0, None))
             continue
@@ -119,17 +131,19 @@ def _clean_batch(texts: list[str]) -> list[tuple[str, str | None, int, np.ndarra
     return out
 
 
-def _cleaned(docs: Iterator[str], budget: DataBudget, workers: int) -> Iterator[tuple[str, str | None, int, Any]]:
+def _cleaned(
+    docs: Iterator[str], budget: DataBudget, workers: int, filter_json: str | None
+) -> Iterator[tuple[str, str | None, int, Any]]:
     """Cleaned documents in source order; at most 2 batches per worker in flight (bounded memory)."""
     batches = batched(docs, _CLEAN_BATCH, max_chars=_CLEAN_CHARS)
     if workers <= 1:
-        _init_worker(budget.model_dump_json())
+        _init_worker(budget.model_dump_json(), filter_json)
         for batch in batches:
             yield from _clean_batch(batch)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(budget.model_dump_json(), True)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(budget.model_dump_json(), filter_json, True)) as pool:
         pending: deque[Any] = deque()
         for batch in batches:
             pending.append(pool.apply_async(_clean_batch, (batch,)))
@@ -139,26 +153,66 @@ def _cleaned(docs: Iterator[str], budget: DataBudget, workers: int) -> Iterator[
             yield from pending.popleft().get()
 
 
-def clean(source: Source, budget: DataBudget, workdir: Path, workers: int, progress: Progress, counts: Counts) -> None:
+def clean(
+    source: Source,
+    budget: DataBudget,
+    workdir: Path,
+    workers: int,
+    progress: Progress,
+    counts: Counts,
+    filter_tokenizer: Tokenizer | None = None,
+) -> None:
+    """Spool the kept documents (one JSON string per line) and record every read document's spool offset."""
     advance = progress("read, normalise, dedup", budget.max_documents if budget.source == "embedded" else None)
     deduper = dedup.Deduplicator(budget.dedup)
     docs = islice(source.documents(), budget.max_documents)
-    with open(workdir / SPOOL, "w", encoding="utf-8") as spool:
-        for text, reason, key, sig in _cleaned(docs, budget, workers):
+    filter_json = filter_tokenizer.to_str() if filter_tokenizer is not None else None
+    offsets: list[int] = []
+    position = 0
+    with open(workdir / SPOOL, "wb") as spool, open(workdir / OFFSETS, "wb") as offsets_file:
+        for text, reason, key, sig in _cleaned(docs, budget, workers, filter_json):
             counts.documents_read += 1
             advance(1)
+            dup = None if reason else deduper.check(key, sig)
             if reason:
                 setattr(counts, reason, getattr(counts, reason) + 1)
-                continue
-            dup = deduper.check(key, sig)
-            if dup == "exact":
+            elif dup == "exact":
                 counts.exact_duplicates += 1
             elif dup == "near":
                 counts.near_duplicates += 1
+            if reason or dup:
+                offsets.append(-1)
             else:
                 counts.documents_kept += 1
                 counts.characters_kept += len(text)
-                spool.write(json.dumps(text) + "\n")
+                line = (json.dumps(text) + "\n").encode()  # ASCII-escaped JSON: one line per document
+                offsets.append(position)
+                spool.write(line)
+                position += len(line)
+            if len(offsets) == _SHUFFLE_CHUNK:
+                offsets_file.write(np.asarray(offsets, dtype=np.int64).tobytes())
+                offsets.clear()
+        offsets_file.write(np.asarray(offsets, dtype=np.int64).tobytes())
+
+
+def shuffle_spool(workdir: Path, documents_read: int, seed: int, progress: Progress) -> None:
+    """Rewrite the spool in the order `np.random.default_rng(seed).permutation(documents_read)` puts the read
+    documents, leaving out the dropped ones: exactly the order `datasets.Dataset.shuffle(seed)` of the raw
+    documents followed by per-document filters gives (the original's shuffle, seed 89). Costs the permutation
+    (8 bytes per document read) in memory; the offsets stay on disk, the text is copied line by line."""
+    advance = progress("shuffle documents", documents_read)
+    order = np.random.default_rng(seed).permutation(documents_read)
+    offsets = np.memmap(workdir / OFFSETS, dtype=np.int64, mode="r", shape=(documents_read,))
+    shuffled = workdir / (SPOOL + ".shuffled")
+    with open(workdir / SPOOL, "rb") as src, open(shuffled, "wb") as dst:
+        for start in range(0, documents_read, _SHUFFLE_CHUNK):
+            for offset in offsets[order[start : start + _SHUFFLE_CHUNK]].tolist():
+                if offset >= 0:
+                    src.seek(offset)
+                    dst.write(src.readline())
+            advance(min(_SHUFFLE_CHUNK, documents_read - start))
+    del offsets
+    os.replace(shuffled, workdir / SPOOL)
 
 
 def spool_texts(workdir: Path, limit: int | None = None) -> Iterator[str]:
@@ -180,14 +234,20 @@ def prepare(
     workers: int,
     progress: Progress,
     chash: str,
+    filter_tokenizer: Tokenizer | None = None,
 ) -> Result:
     """Run all phases into `workdir`; leaves manifest.json, tokenizer.json and the shards there."""
     result = Result()
     counts = result.counts
     t0 = time.perf_counter()
-    clean(source, budget, workdir, workers, progress, counts)
+    clean(source, budget, workdir, workers, progress, counts, filter_tokenizer)
     result.timings["clean"] = time.perf_counter() - t0
     _check_not_empty(source, counts)
+    if budget.shuffle:
+        t0 = time.perf_counter()
+        shuffle_spool(workdir, counts.documents_read, budget.seed, progress)
+        result.timings["shuffle"] = time.perf_counter() - t0
+    (workdir / OFFSETS).unlink()
 
     t0 = time.perf_counter()
     if tokenizer is None:
@@ -206,7 +266,8 @@ def prepare(
     vocab_size = tokenizer.get_vocab_size()
     dtype = packing.token_dtype(vocab_size)
     t0 = time.perf_counter()
-    packer, doc_lengths, ratios = _pack(workdir, tokenizer, budget, dtype, counts, progress)
+    raw_filtered = filter_tokenizer is not None
+    packer, doc_lengths, ratios = _pack(workdir, tokenizer, budget, dtype, counts, progress, raw_filtered)
     result.timings["tokenize_pack"] = time.perf_counter() - t0
     if counts.rows == 0:
         raise UsageError(
@@ -245,6 +306,10 @@ def prepare(
         "tokenizer": "tokenizer.json",
         "tokenizer_hash": tokenizer_hash(tokenizer),
         "tokenizer_trained": trained,
+        "filter_tokenizer": (
+            {"spec": budget.filter.tokenizer, "hash": tokenizer_hash(filter_tokenizer)} if filter_tokenizer else None
+        ),
+        "shuffled": {"seed": budget.seed, "documents": counts.documents_read} if budget.shuffle else None,
         "special_tokens": special_ids(tokenizer).tokens,
         "source": {"spec": source.spec, **source.identity(), **asdict(source.stats)},
         "budget": budget.model_dump(mode="json"),
@@ -271,8 +336,16 @@ def _counted(texts: Iterator[str], advance: Callable[[int], None]) -> Iterator[s
 
 
 def _pack(
-    workdir: Path, tokenizer: Tokenizer, budget: DataBudget, dtype: np.dtype, counts: Counts, progress: Progress
+    workdir: Path,
+    tokenizer: Tokenizer,
+    budget: DataBudget,
+    dtype: np.dtype,
+    counts: Counts,
+    progress: Progress,
+    raw_filtered: bool,
 ) -> tuple[packing.Packer, np.ndarray, np.ndarray]:
+    """Tokenize and pack the spool; the compressibility filter runs here unless the filter tokenizer already
+    applied it to the raw text in phase 1."""
     advance = progress("tokenize and pack", counts.documents_kept)
     dot_id = tokenizer.token_to_id(".")
     sep_id = special_ids(tokenizer).sep
@@ -287,7 +360,7 @@ def _pack(
                 num_tokens = len(ids) - (1 if ids and ids[-1] == sep_id else 0)
                 ratio = num_tokens / max(len(text), 1)
                 ratios[min(int(ratio * 100), 100)] += 1
-                if filters.compresses_badly(num_tokens, len(text), budget.filter):
+                if not raw_filtered and filters.compresses_badly(num_tokens, len(text), budget.filter):
                     counts.compressibility += 1
                     counts.characters_kept -= len(text)
                     continue
@@ -296,7 +369,8 @@ def _pack(
             advance(len(batch))
         counts.tokens_dropped_tail = packer.finish()
     counts.rows, counts.tokens = packer.num_rows, packer.num_tokens
-    counts.documents_kept -= counts.compressibility
+    if not raw_filtered:
+        counts.documents_kept -= counts.compressibility
     return packer, doc_lengths, ratios
 
 

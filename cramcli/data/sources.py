@@ -1,11 +1,11 @@
 """Raw text sources, streamed one document at a time: HF hub datasets, local files and folders, `embedded`.
 
 A source spec is `hf:NAME[:CONFIG]`, a path, or `embedded`. Local formats, by file name:
-- `.jsonl` (and `.jsonl.gz`): one JSON object per line with the text field; bad lines are counted with
+- `.jsonl` (and `.jsonl.gz`, `.jsonl.zst` as the Pile ships its shards): one JSON object per line with the text field; bad lines are counted with
   `file:line` and skipped.
 - `.json`, `.parquet` (optionally `.gz` for json): read through HF `datasets` (`load_dataset("json"|"parquet",
   streaming=True)`), the same code path as hub datasets.
-- anything else (`.txt`, no suffix, `.gz` of those): plain text. WikiExtractor output (`<doc ...>` …
+- anything else (`.txt`, no suffix, `.gz`/`.zst` of those): plain text. WikiExtractor output (`<doc ...>` …
   `</doc>` lines) gives one document per article with the tags stripped; other text gives one document per
   block of lines separated by a blank line.
 Bytes that are not UTF-8 are replaced by U+FFFD and counted.
@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from cramcli.utils.errors import RunError, UsageError
 
-LOCAL_HINT = "use local files instead: --source ./folder (txt, jsonl[.gz], json, parquet files)"
+LOCAL_HINT = "use local files instead: --source ./folder (txt, jsonl[.gz|.zst], json, parquet files)"
 _DOC_OPEN = re.compile(r"^<doc(\s[^>]*)?>\s*$")
 
 
@@ -145,7 +145,7 @@ class LocalSource(Source):
         self.stats = SourceStats()
         self.files = _list_files(path)
         if not self.files:
-            raise UsageError(f"--source {spec}: folder has no files to read (txt, jsonl[.gz], json, parquet)")
+            raise UsageError(f"--source {spec}: folder has no files to read (txt, jsonl[.gz|.zst], json, parquet)")
 
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.path.resolve().name).strip("-.")[-40:] or "data"
@@ -161,7 +161,10 @@ class LocalSource(Source):
     def documents(self) -> Iterator[str]:
         for file in self.files:
             self.stats.files_read += 1
-            name = file.name.lower().removesuffix(".gz")
+            name = file.name.lower()
+            if name.endswith(".zst") and not name.endswith(".jsonl.zst"):
+                name = name.removesuffix(".zst") + ".txt"  # only JSON lines and plain text are read compressed
+            name = name.removesuffix(".gz").removesuffix(".zst")
             if name.endswith(".jsonl"):
                 yield from self._jsonl(file)
             elif name.endswith(".json"):
@@ -173,7 +176,15 @@ class LocalSource(Source):
 
     def _lines(self, file: Path) -> Iterator[str]:
         with _open_binary(file) as handle:
-            for raw in handle:
+            lines = _zst_lines(handle) if file.name.lower().endswith(".zst") else iter(handle)
+            while True:
+                try:
+                    raw = next(lines)
+                except StopIteration:
+                    return
+                except Exception as exc:  # gzip's OSError/EOFError, zstandard.ZstdError: all mean a bad file
+                    raise UsageError(f"{file}: cannot read ({_first_line(exc)}); the file is damaged or cut short,"
+                                     " fetch it again") from None
                 yield self._decode(raw)
 
     def _decode(self, raw: bytes) -> str:
@@ -274,6 +285,30 @@ def _open_binary(file: Path) -> BinaryIO:
         return open(file, "rb")
     except OSError as exc:
         raise UsageError(f"{file}: cannot read ({exc.strerror})") from None
+
+
+def _zst_lines(handle: BinaryIO, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a zstd file, streamed (memory: one chunk plus the decoder window). Reads frame after frame (the
+    Pile's shards hold several) and fails on a file cut short, which zstandard's stream reader would accept."""
+    import zstandard
+
+    ctx = zstandard.ZstdDecompressor()
+    frame, pending, started = ctx.decompressobj(), b"", False
+    while data := handle.read(chunk):
+        while data:
+            out = frame.decompress(data)
+            started = True
+            pending += out
+            data = b""
+            if frame.eof:  # the frame ended inside this chunk: the rest belongs to the next frame
+                data, frame, started = frame.unused_data, ctx.decompressobj(), False
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if started:
+        raise zstandard.ZstdError("the last zstd frame is cut short")
+    if pending:
+        yield pending
 
 
 def _list_files(path: Path) -> list[Path]:

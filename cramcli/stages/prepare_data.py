@@ -1,4 +1,5 @@
-"""Stage `prepare-data`: raw text → normalised, filtered, deduplicated, tokenized, packed rows.
+"""Stage `prepare-data`: raw text → normalised, filtered, deduplicated, tokenized, packed rows; or a
+pre-tokenized corpus (an `input_ids` column, its own tokenizer beside it) → the same format, rows copied as they are.
 
 The output folder is keyed by a content hash of the budget, the source's identity, the tokenizer and the code
 format: the same command twice reuses the cached folder; any change builds a new one. Work happens in a
@@ -12,7 +13,7 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from cramcli import budgets
-from cramcli.data import pipeline
+from cramcli.data import filters, pipeline, pretokenized
 from cramcli.data.prepared import DATA_ROOT, pointer_path
 from cramcli.data.progress import PhaseBars
 from cramcli.data.sources import open_source
@@ -45,6 +46,23 @@ def run(
     force: bool,
 ) -> None:
     data_budget = _effective_budget(budget, source=source, max_documents=max_documents, seed=seed)
+    budget_name = budgets.label(budget)  # the name `cram pretrain --budget` looks the pointer up by
+    corpus = pretokenized.detect(data_budget.source, split=data_budget.split)
+    if corpus is not None:
+        if tokenizer is not None:
+            raise UsageError(f"--tokenizer {tokenizer}: {corpus.location()} is pre-tokenized and brings its own"
+                             " tokenizer (its tokenizer/ folder); drop --tokenizer")
+        tok, tok_file = pretokenized.load_corpus_tokenizer(corpus)
+        chash = pretokenized.content_hash(data_budget, corpus.identity(), tokenizer_hash(tok))
+        final = out if out is not None else DATA_ROOT / f"{corpus.slug()}_{chash}"
+        output.debug(f"pre-tokenized corpus {corpus.spec} ({corpus.layout}), content hash {chash}")
+
+        def copy(work: Path, bars: PhaseBars) -> dict[str, Any]:
+            return pretokenized.prepare(corpus, data_budget, tok, tok_file, work, progress=bars, chash=chash)
+
+        _build(output, final, chash, budget_name, copy, force)
+        return
+
     src = open_source(
         data_budget.source,
         split=data_budget.split,
@@ -53,10 +71,33 @@ def run(
         max_documents=data_budget.max_documents,
     )
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    chash = pipeline.content_hash(data_budget, src.identity(), tokenizer_hash(tok) if tok else None)
+    spec = data_budget.filter.tokenizer
+    filter_tok = filters.load_filter_tokenizer(spec) if spec and data_budget.filter.enabled else None
+    chash = pipeline.content_hash(data_budget, src.identity(), tokenizer_hash(tok) if tok else None,
+                                  tokenizer_hash(filter_tok) if filter_tok else None)
     final = out if out is not None else DATA_ROOT / f"{src.slug()}_{chash}"
-    budget_name = budgets.label(budget)  # the name `cram pretrain --budget` looks the pointer up by
+    num_workers = pipeline.cpu_workers(workers)
+    output.debug(f"source {src.spec}, {num_workers} worker(s), content hash {chash}")
 
+    def build(work: Path, bars: PhaseBars) -> dict[str, Any]:
+        result = pipeline.prepare(src, data_budget, tok, work, workers=num_workers, progress=bars, chash=chash,
+                                  filter_tokenizer=filter_tok)
+        for warning in _warnings(src.stats):
+            output.warn(warning)
+        return result.manifest
+
+    _build(output, final, chash, budget_name, build, force)
+
+
+def _build(
+    output: Output,
+    final: Path,
+    chash: str,
+    budget_name: str,
+    build: Callable[[Path, PhaseBars], dict[str, Any]],
+    force: bool,
+) -> None:
+    """Reuse a finished folder with this content hash, or build one in a work folder renamed into place."""
     cached = _cached_manifest(final, chash, force)
     if cached is not None:
         _write_pointer(budget_name, final)
@@ -66,20 +107,16 @@ def run(
         return
 
     _remove_dead_partials(final)
-    num_workers = pipeline.cpu_workers(workers)
-    output.debug(f"source {src.spec}, {num_workers} worker(s), content hash {chash}")
     with _sigterm_as_interrupt(), atomic.atomic_dir(final, force=True) as work:
         (work / _OWNER).write_text(str(os.getpid()))
         with PhaseBars(output.console) as bars:
-            result = pipeline.prepare(src, data_budget, tok, work, workers=num_workers, progress=bars, chash=chash)
-        for warning in _warnings(src.stats):
-            output.warn(warning)
+            manifest = build(work, bars)
         (work / _OWNER).unlink()
         # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
-        atomic.write_json(work / "manifest.json", result.manifest)
+        atomic.write_json(work / "manifest.json", manifest)
     _write_pointer(budget_name, final)
-    report = {"reused": False, "path": str(final), **_summary(result.manifest)}
-    output.report(report, _table(result.manifest, final, reused=False), final / "report.json")
+    report = {"reused": False, "path": str(final), **_summary(manifest)}
+    output.report(report, _table(manifest, final, reused=False), final / "report.json")
 
 
 def _effective_budget(name: str, **overrides: Any) -> budgets.DataBudget:
@@ -162,6 +199,7 @@ def _warnings(stats: Any) -> list[str]:
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     total = sum(manifest["timings_s"].values())
+    optional = ("removed_share", "lengths", "pretokenized", "special_tokens")
     return {
         "content_hash": manifest["content_hash"],
         "data_hash": manifest["data_hash"],
@@ -170,33 +208,41 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "vocab_size": manifest["vocab_size"],
         "dtype": manifest["dtype"],
         "counts": manifest["counts"],
-        "removed_share": manifest["removed_share"],
         "timings_s": manifest["timings_s"],
         "tokens_per_second": round(manifest["counts"]["tokens"] / total, 1) if total else None,
-        "lengths": manifest["lengths"],
         "ordering": manifest["ordering"],
+        **{key: manifest[key] for key in optional if key in manifest},
     }
 
 
 def _table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
     counts = manifest["counts"]
-    read = max(counts["documents_read"], 1)
     table = Table(title=f"prepared data {'(cached) ' if reused else ''}→ {path}", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("documents read", f"{counts['documents_read']:,}")
-    for name in ("empty", "too_short", "exact_duplicates", "near_duplicates", "compressibility"):
-        table.add_row(f"  removed: {name.replace('_', ' ')}", f"{counts[name]:,} ({counts[name] / read:.1%})")
-    table.add_row("documents kept", f"{counts['documents_kept']:,}")
+    copied = manifest.get("pretokenized")
+    if copied:
+        table.add_row("pre-tokenized corpus", f"{manifest['source']['spec']} ({copied['layout']})")
+    else:
+        read = max(counts["documents_read"], 1)
+        table.add_row("documents read", f"{counts['documents_read']:,}")
+        for name in ("empty", "too_short", "exact_duplicates", "near_duplicates", "compressibility"):
+            table.add_row(f"  removed: {name.replace('_', ' ')}", f"{counts[name]:,} ({counts[name] / read:.1%})")
+        table.add_row("documents kept", f"{counts['documents_kept']:,}")
     table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
     table.add_row("tokens", f"{manifest['num_tokens']:,}")
-    if counts["rows_dropped_by_cap"]:
+    if copied and copied["stopped_at_max_rows"]:
+        table.add_row("reading stopped at", f"max_rows = {manifest['num_rows']:,}")
+    elif not copied and counts["rows_dropped_by_cap"]:
         table.add_row("rows dropped by max_rows", f"{counts['rows_dropped_by_cap']:,}")
     table.add_row("vocabulary", f"{manifest['vocab_size']:,} (hash {manifest['tokenizer_hash']})")
-    lengths = manifest["lengths"]
-    table.add_row("tokens/char p10 / median / p90",
-                  f"{lengths['tokens_per_char_p10']:.2f} / {lengths['tokens_per_char_median']:.2f}"
-                  f" / {lengths['tokens_per_char_p90']:.2f}")
+    if copied:
+        table.add_row("special ids", ", ".join(f"{t}={i}" for t, i in manifest["special_tokens"].items()))
+    else:
+        lengths = manifest["lengths"]
+        table.add_row("tokens/char p10 / median / p90",
+                      f"{lengths['tokens_per_char_p10']:.2f} / {lengths['tokens_per_char_median']:.2f}"
+                      f" / {lengths['tokens_per_char_p90']:.2f}")
     order = manifest["ordering"]
     table.add_row(f"ordering: {order['method']}",
                   f"'.' per row: first 1k {order['sentence_ends_first_rows_mean']:.2f},"

@@ -1,0 +1,490 @@
+"""Pre-tokenized corpora: token rows made elsewhere (the original cramming code's ready-made corpora), copied
+as they are into cram's prepared format. No re-tokenizing and no re-ordering; the tokenizer comes with the
+corpus and its tokenizer.json is copied byte for byte, so every special id is the corpus's own.
+
+Detected from an `input_ids` column, in three layouts:
+- `hf:OWNER/NAME` on the HF hub (e.g. `JonasGeiping/the_pile_WordPiecex32768_2efdb9d060d1ae95faf952ec1a50f020`):
+  rows streamed with `datasets` (`streaming=True`), the tokenizer from the dataset repo's `tokenizer/` folder
+  (only that folder is downloaded, with huggingface_hub; the rows are then read at the same revision);
+- that layout downloaded to a folder: `data/*.parquet` (every `*.parquet` below the folder, sorted) + `tokenizer/`;
+- the original's processed-corpus folder: `datasets.save_to_disk` output (`state.json`, `data-*.arrow`) with
+  `tokenizer/` and `model_config.json` (the data config it was built with) beside it.
+Rows are read in Arrow batches, checked (length = the budget's seq_length, ids inside the tokenizer's
+vocabulary) and written straight into shards, so memory stays flat; reading stops at the budget's max_rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tokenizers import Tokenizer
+
+from cramcli.budgets import DataBudget
+from cramcli.data import packing
+from cramcli.data.prepared import FORMAT
+from cramcli.data.tokenizer import tokenizer_hash
+from cramcli.utils.errors import RunError, UsageError
+
+CODE_VERSION = 1
+"""Bump when a code change alters what a given corpus and budget produce (it is part of the content hash)."""
+ROW_BATCH = 8192
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+ROLES = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "cls_token": "<cls>", "sep_token": "<sep>", "mask_token": "<mask>"}
+"""Special-token roles and the names the original (and cram) give them; special_tokens_map.json overrides."""
+_HUB_HINT = ("or download the dataset repo (data/*.parquet and tokenizer/) and pass the folder: "
+             "--source ./folder")
+
+Progress = Callable[[str, int | None], Callable[[int], None]]
+
+
+class Corpus:
+    """A pre-tokenized corpus: batches of `input_ids` rows plus the folder holding its tokenizer."""
+
+    spec: str
+    layout: str
+
+    def tokenizer_dir(self) -> Path:
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def batches(self) -> Iterator[tuple[str, pa.Array]]:
+        """(where, an `input_ids` column chunk): `where` names the file (or hub dataset) for error messages."""
+        raise NotImplementedError
+
+    def num_rows(self) -> int | None:
+        return None
+
+    def location(self) -> str:
+        """What error messages name for the corpus as a whole."""
+        return self.spec
+
+    def config_file(self) -> Path | None:
+        """The original's `model_config.json` (its data config), when the layout has one."""
+        return None
+
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.spec.removeprefix("hf:")).strip("-.")[-40:] or "corpus"
+
+
+def detect(spec: str, split: str = "train") -> Corpus | None:
+    """The pre-tokenized corpus at `spec`, or None when `spec` is raw text (or nothing: open_source says so)."""
+    if spec == "embedded":
+        return None
+    if spec.startswith("hf:"):
+        name, _, config = spec[3:].partition(":")
+        return HubCorpus.probe(spec, name, config or None, split) if name else None
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.name.endswith(".parquet") and "input_ids" in _parquet_columns(path):
+            raise UsageError(f"--source {spec}: a pre-tokenized parquet file; pass the folder that holds it and"
+                             " its tokenizer/ (the hub layout: data/*.parquet + tokenizer/)")
+        return None
+    if not path.is_dir():
+        return None
+    saved = _saved_dataset_dir(path, split)
+    if saved is not None:
+        files = _arrow_files(saved)
+        if files and "input_ids" in _arrow_columns(files[0]):
+            return LocalCorpus(spec, path, "save_to_disk", files)
+        return None
+    parquet = sorted(p for p in path.rglob("*.parquet")
+                     if not any(part.startswith(".") or part == "tokenizer" for part in p.relative_to(path).parts))
+    if parquet and "input_ids" in _parquet_columns(parquet[0]):
+        return LocalCorpus(spec, path, "parquet", parquet)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# layouts
+
+
+class LocalCorpus(Corpus):
+    """`data/*.parquet` + `tokenizer/`, or `save_to_disk` output + `tokenizer/` + `model_config.json`."""
+
+    def __init__(self, spec: str, root: Path, layout: str, files: list[Path]) -> None:
+        self.spec, self.root, self.layout, self.files = spec, root, layout, files
+
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.root.resolve().name).strip("-.")[-40:] or "corpus"
+
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def location(self) -> str:
+        return str(self.root)
+
+    def config_file(self) -> Path | None:
+        file = self.root / "model_config.json"
+        return file if file.is_file() else None
+
+    def identity(self) -> dict[str, Any]:
+        files = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files]
+        return {"kind": f"pretokenized-{self.layout}", "files": files}
+
+    def num_rows(self) -> int | None:
+        if self.layout != "parquet":
+            return None  # Arrow stream files carry no row count
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def batches(self) -> Iterator[tuple[str, pa.Array]]:
+        read = self._parquet if self.layout == "parquet" else self._arrow
+        for file in self.files:
+            try:
+                for column in read(file):
+                    yield str(file), column
+            except (OSError, pa.ArrowException) as exc:
+                raise UsageError(f"{file}: cannot read ({_first_line(exc)}); the corpus file is damaged,"
+                                 " fetch it again") from None
+
+    @staticmethod
+    def _parquet(file: Path) -> Iterator[pa.Array]:
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(file)
+        if "input_ids" not in handle.schema_arrow.names:
+            raise UsageError(f"{file}: no input_ids column (columns: {', '.join(handle.schema_arrow.names)});"
+                             " every parquet file of a pre-tokenized corpus needs one")
+        for batch in handle.iter_batches(batch_size=ROW_BATCH, columns=["input_ids"]):
+            yield batch.column(0)
+
+    @staticmethod
+    def _arrow(file: Path) -> Iterator[pa.Array]:
+        with pa.OSFile(str(file)) as handle:  # read, not memory-mapped: each batch is freed after use
+            reader = pa.ipc.open_stream(handle)
+            index = reader.schema.get_field_index("input_ids")
+            if index < 0:
+                raise UsageError(f"{file}: no input_ids column (columns: {', '.join(reader.schema.names)})")
+            for batch in reader:
+                yield batch.column(index)
+
+
+class HubCorpus(Corpus):
+    """A pre-tokenized HF hub dataset, streamed; its tokenizer sits in the dataset repo's `tokenizer/`."""
+
+    layout = "hub"
+
+    def __init__(self, spec: str, name: str, config: str | None, split: str, num_rows: int | None) -> None:
+        self.spec, self.name, self.config, self.split, self._num_rows = spec, name, config, split, num_rows
+        self.revision: str | None = None
+        self._tokenizer_dir: Path | None = None
+
+    @classmethod
+    def probe(cls, spec: str, name: str, config: str | None, split: str) -> HubCorpus | None:
+        """Open the stream and look at its columns (the dataset card's features, else the first row)."""
+        dataset = _open_hub(spec, name, config, split, None)
+        if dataset.features is not None:
+            columns = list(dataset.features)
+        else:
+            columns = list(next(iter(_guarded(dataset.take(1), spec)), {}))
+        if "input_ids" not in columns:
+            return None
+        splits = getattr(dataset.info, "splits", None) or {}
+        info = splits.get(split) if hasattr(splits, "get") else None
+        return cls(spec, name, config, split, getattr(info, "num_examples", None) or None)
+
+    def tokenizer_dir(self) -> Path:
+        if self._tokenizer_dir is None:
+            try:
+                from huggingface_hub import snapshot_download
+
+                root = Path(snapshot_download(self.name, repo_type="dataset", allow_patterns=["tokenizer/*"]))
+            except Exception as exc:  # offline, gated, unknown repo: many exception types
+                raise RunError(f"--source {self.spec}: cannot download its tokenizer/ folder"
+                               f" ({_first_line(exc)}); {_HUB_HINT}") from None
+            # snapshot_download answers .../snapshots/<commit>: read the rows at that same commit.
+            self.revision = root.name if root.parent.name == "snapshots" else None
+            self._tokenizer_dir = root / "tokenizer"
+        return self._tokenizer_dir
+
+    def identity(self) -> dict[str, Any]:
+        self.tokenizer_dir()
+        return {"kind": "pretokenized-hub", "name": self.name, "config": self.config, "split": self.split,
+                "revision": self.revision}
+
+    def num_rows(self) -> int | None:
+        return self._num_rows
+
+    def batches(self) -> Iterator[tuple[str, pa.Array]]:
+        self.tokenizer_dir()
+        dataset = _open_hub(self.spec, self.name, self.config, self.split, self.revision)
+        tables = dataset.select_columns(["input_ids"]).with_format("arrow").iter(batch_size=ROW_BATCH)
+        for table in _guarded(tables, self.spec):
+            yield self.spec, table.column("input_ids")
+
+
+def _open_hub(spec: str, name: str, config: str | None, split: str, revision: str | None) -> Any:
+    try:
+        import datasets
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+        return datasets.load_dataset(name, config, split=split, streaming=True, revision=revision)
+    except Exception as exc:  # datasets raises many types (ConnectionError, DatasetNotFoundError, ...)
+        from cramcli.data.sources import LOCAL_HINT
+
+        raise RunError(f"--source {spec}: cannot open the HF hub dataset ({_first_line(exc)}); {LOCAL_HINT}") from None
+
+
+def _guarded(items: Any, spec: str) -> Iterator[Any]:
+    """Iterate a hub stream, turning a network failure midway into one line."""
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise RunError(f"--source {spec}: reading the stream failed ({_first_line(exc)}); {_HUB_HINT}") from None
+        yield item
+
+
+def _saved_dataset_dir(path: Path, split: str) -> Path | None:
+    """The `save_to_disk` folder of a Dataset (`state.json`), or of `split` inside a DatasetDict."""
+    if (path / "state.json").is_file():
+        return path
+    if (path / "dataset_dict.json").is_file():
+        if not (path / split / "state.json").is_file():
+            raise UsageError(f"{path}: a saved DatasetDict without split {split!r}; set split in the data budget")
+        return path / split
+    return None
+
+
+def _arrow_files(folder: Path) -> list[Path]:
+    state = folder / "state.json"
+    try:
+        names = [entry["filename"] for entry in json.loads(state.read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{state}: not a datasets save_to_disk state file ({exc}); save the corpus again") from None
+    files = [folder / name for name in names]
+    for file in files:
+        if not file.is_file():
+            raise UsageError(f"{file}: listed in {state} but missing; copy the whole corpus folder again")
+    return files
+
+
+def _arrow_columns(file: Path) -> list[str]:
+    try:
+        with pa.OSFile(str(file)) as handle:
+            return list(pa.ipc.open_stream(handle).schema.names)
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{file}: cannot read as an Arrow stream ({_first_line(exc)})") from None
+
+
+def _parquet_columns(file: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(file).names)
+    except (OSError, pa.ArrowException) as exc:
+        raise UsageError(f"{file}: cannot read as parquet ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def load_corpus_tokenizer(corpus: Corpus) -> tuple[Tokenizer, Path]:
+    """The corpus's own tokenizer (special ids as it has them, not cram's fixed ones) and its file."""
+    folder = corpus.tokenizer_dir()
+    file = folder / "tokenizer.json"
+    if not file.is_file():
+        raise UsageError(f"{corpus.location()}: a pre-tokenized corpus without its tokenizer (no {file}); put the tokenizer"
+                         f" files the corpus was made with (tokenizer.json) into {folder}/")
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as exc:  # the Rust loader raises plain Exceptions with a serde message
+        raise UsageError(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
+    return tok, file
+
+
+def special_tokens(tok: Tokenizer, folder: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """(role → token, token → id) for the special tokens the tokenizer has; special_tokens_map.json (written
+    by `save_pretrained`) names the tokens, else the original's names (`<pad>`, `<mask>`, ...) are used."""
+    roles = dict(ROLES)
+    map_file = folder / "special_tokens_map.json"
+    if map_file.is_file():
+        try:
+            named = json.loads(map_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{map_file}: unreadable ({exc}); copy it again with the corpus's tokenizer") from None
+        for role, value in named.items() if isinstance(named, dict) else ():
+            content = value.get("content") if isinstance(value, dict) else value
+            if role in roles and isinstance(content, str):
+                roles[role] = content
+    present = {role: token for role, token in roles.items() if tok.token_to_id(token) is not None}
+    return present, {token: int(tok.token_to_id(token)) for token in present.values()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# copying
+
+
+def content_hash(budget: DataBudget, identity: dict[str, Any], tok_hash: str) -> str:
+    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, the code format."""
+    key = {"format": FORMAT, "code": CODE_VERSION, "source": identity, "tokenizer": tok_hash,
+           "seq_length": budget.seq_length, "max_rows": budget.max_rows}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_config(corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path) -> dict[str, Any] | None:
+    """The original's model_config.json, checked against the budget and the tokenizer (before any row is read)."""
+    file = corpus.config_file()
+    if file is None:
+        return None
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{file}: unreadable ({exc}); copy it again with the corpus") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{file}: not a JSON object (the original writes its data config here)")
+    seq = config.get("seq_length")
+    if isinstance(seq, int) and seq != budget.seq_length:
+        raise UsageError(f"{file}: the corpus was built with seq_length {seq}, the data budget says"
+                         f" {budget.seq_length}; set seq_length to {seq} in the data budget")
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and vocab != tok.get_vocab_size():
+        raise UsageError(f"{tok_file}: {tok.get_vocab_size()} tokens, but {file} says vocab_size {vocab};"
+                         f" put the tokenizer the corpus was built with into {tok_file.parent}/")
+    return config
+
+
+def copy_rows(
+    corpus: Corpus, budget: DataBudget, tok: Tokenizer, workdir: Path, progress: Progress
+) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+    """Check and copy rows into shards until the corpus or max_rows ends; returns shards, data hash, stats."""
+    vocab_size = tok.get_vocab_size()
+    dtype = packing.token_dtype(vocab_size)
+    total = corpus.num_rows()
+    advance = progress("copy token rows", min(total, budget.max_rows) if total is not None else budget.max_rows)
+    writer = packing.ShardWriter(workdir, advance)
+    dot = tok.token_to_id(".")
+    ends = _SentenceEnds()
+    written = 0
+    for where, column in corpus.batches():
+        rows = _checked_rows(column, where, written, budget.seq_length, vocab_size)[: budget.max_rows - written]
+        ends.add((rows == dot).sum(axis=1) if dot is not None else np.zeros(len(rows), dtype=np.int64))
+        writer.write(rows.astype(dtype))
+        written += len(rows)
+        if written >= budget.max_rows:
+            break
+    shards, data_hash = writer.close()
+    capped = written == budget.max_rows and (total is None or total > budget.max_rows)
+    if written == 0:
+        raise UsageError(f"--source {corpus.spec}: the pre-tokenized corpus has no rows")
+    return shards, data_hash, {"rows": written, "stopped_at_max_rows": capped, "sentence_ends": ends.summary()}
+
+
+def _checked_rows(column: pa.Array, where: str, first_row: int, seq_length: int, vocab_size: int) -> np.ndarray:
+    """One batch as an int64 [rows, seq_length] array, or a one-line error naming the row and the fix."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    if not is_list or not pa.types.is_integer(kind.value_type):
+        raise UsageError(f"{where}: input_ids is {kind}, not lists of integer token ids")
+    if column.null_count:
+        raise UsageError(f"{where}: row {first_row + pc.index(column.is_null(), True).as_py()} has no input_ids")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != seq_length)
+    if bad.size:
+        row = int(bad[0])
+        raise UsageError(f"{where}: row {first_row + row} has {lengths[row]} tokens but the data budget's seq_length"
+                         f" is {seq_length}; pre-tokenized rows are used as they are, so set seq_length to the"
+                         " corpus's row length in the data budget")
+    flat = pc.list_flatten(column)
+    if flat.null_count:
+        raise UsageError(f"{where}: a row near {first_row} holds a null token id; the corpus file is damaged")
+    rows = flat.to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, seq_length)
+    outside = (rows < 0) | (rows >= vocab_size)
+    if outside.any():
+        row, col = (int(i[0]) for i in np.nonzero(outside))
+        raise UsageError(f"{where}: row {first_row + row} holds token id {rows[row, col]}, outside the corpus"
+                         f" tokenizer's {vocab_size} ids; the rows were made with another tokenizer: put that"
+                         " one into the corpus's tokenizer/ folder")
+    return rows
+
+
+class _SentenceEnds:
+    """Mean "." count per row over all rows, the first 1000 and the last 1000 (shows the corpus's order)."""
+
+    def __init__(self) -> None:
+        self.total, self.rows = 0, 0
+        self.first: list[np.ndarray] = []
+        self.last = np.zeros(0, dtype=np.int64)
+
+    def add(self, counts: np.ndarray) -> None:
+        counts = counts.astype(np.int64)
+        if self.rows < 1000:
+            self.first.append(counts[: 1000 - self.rows])
+        self.total += int(counts.sum())
+        self.rows += len(counts)
+        self.last = np.concatenate([self.last, counts])[-1000:]
+
+    def summary(self) -> dict[str, float]:
+        first = np.concatenate(self.first) if self.first else np.zeros(1)
+        return {"sentence_ends_per_row_mean": self.total / max(self.rows, 1),
+                "sentence_ends_first_rows_mean": float(first.mean()),
+                "sentence_ends_last_rows_mean": float(self.last.mean()) if len(self.last) else 0.0}
+
+
+def prepare(
+    corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path, workdir: Path, *, progress: Progress,
+    chash: str,
+) -> dict[str, Any]:
+    """Copy the corpus's tokenizer files and rows into `workdir`; returns the manifest (the caller writes it)."""
+    t0 = time.perf_counter()
+    config = check_config(corpus, budget, tok, tok_file)
+    roles, ids = special_tokens(tok, tok_file.parent)
+    if "mask_token" not in roles:
+        raise UsageError(f"{tok_file}: no mask token ({ROLES['mask_token']} or special_tokens_map.json's"
+                         " mask_token) in the vocabulary; masked-LM pretraining needs one")
+    for name in TOKENIZER_FILES:  # verbatim: the prepared tokenizer.json is the corpus's own
+        if (tok_file.parent / name).is_file():
+            shutil.copyfile(tok_file.parent / name, workdir / name)
+    shards, data_hash, stats = copy_rows(corpus, budget, tok, workdir, progress)
+    rows = stats["rows"]
+    seconds = time.perf_counter() - t0
+    vocab_size = tok.get_vocab_size()
+    return {
+        "format": FORMAT,
+        "content_hash": chash,
+        "data_hash": data_hash,
+        "seq_length": budget.seq_length,
+        "vocab_size": vocab_size,
+        "dtype": packing.token_dtype(vocab_size).name,
+        "num_rows": rows,
+        "num_tokens": rows * budget.seq_length,
+        "shards": shards,
+        "tokenizer": "tokenizer.json",
+        "tokenizer_hash": tokenizer_hash(tok),
+        "tokenizer_trained": False,
+        "special_tokens": ids,
+        "special_token_roles": roles,
+        "pretokenized": {"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
+                         "corpus_config": config},
+        "source": {"spec": corpus.spec, **corpus.identity()},
+        "budget": budget.model_dump(mode="json"),
+        "counts": {"rows": rows, "tokens": rows * budget.seq_length},
+        "ordering": {"method": "corpus", **stats["sentence_ends"]},
+        "timings_s": {"copy": round(seconds, 3)},
+    }
