@@ -108,28 +108,7 @@ def _fail(exc: CramError) -> None:
 # prepare-data / train-tokenizer
 
 
-@app.command("prepare-data")
-def prepare_data(
-    budget: Annotated[str, typer.Option("--budget", "-b", help="Data budget: preset name (24, v2, demo) or JSON file.")] = "24",
-    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Override the budget's source: hf:NAME[:CONFIG], a local file/folder (txt, jsonl[.gz], json, parquet), or 'embedded'.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: outputs/data/<source>_<hash>).")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Use this tokenizer.json instead of training one.")] = None,
-    max_documents: Annotated[Optional[int], typer.Option("--max-documents", help="Override the budget's cap on raw documents.")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes for normalising/filtering (0 = all cores).")] = 0,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the budget's seed (shuffling, random ordering).")] = None,
-    force: ForceOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Raw text → normalised, filtered, deduplicated, tokenized, packed rows that [bold]cram pretrain[/] reads.
-
-    The same command twice reuses the cached result; any change to the budget, source or tokenizer rebuilds.
-    """
-    _run_stage("prepare_data", json_mode, quiet, verbose, budget=budget, source=source, out=out,
-               tokenizer=tokenizer, max_documents=max_documents, workers=workers, seed=seed, force=force)
-
-
+app.command("prepare-data")(stage_command("prepare_data"))
 app.command("train-tokenizer")(stage_command("train_tokenizer"))
 app.command("pretrain")(stage_command("pretrain"))
 

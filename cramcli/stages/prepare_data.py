@@ -16,17 +16,17 @@ import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.table import Table
 
 from cramcli import budgets
-from cramcli.data import filters, pipeline, pretokenized
 from cramcli.data.prepared import DATA_ROOT, pointer_path
 from cramcli.data.progress import PhaseBars
-from cramcli.data.sources import open_source
-from cramcli.data.tokenizer import load_tokenizer, tokenizer_hash
-from cramcli.utils import atomic
+from cramcli.stages import options
+from cramcli.stages.common import load_budget
+from cramcli.utils import atomic, run_folder
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
@@ -36,16 +36,26 @@ _OWNER = ".owner_pid"
 def run(
     output: Output,
     *,
-    budget: str,
-    source: str | None,
-    out: Path | None,
-    tokenizer: Path | None,
-    max_documents: int | None,
-    workers: int,
-    seed: int | None,
-    force: bool,
+    budget: options.DataBudget = "24",
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="Override the budget's source: hf:NAME[:CONFIG] (raw text or a pre-tokenized corpus), a local file/folder (txt, jsonl[.gz|.zst], json, parquet; or a pre-tokenized layout), or 'embedded'.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: outputs/data/<source>_<hash>).")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Use this tokenizer.json instead of training one.")] = None,
+    max_documents: Annotated[Optional[int], typer.Option("--max-documents", help="Override the budget's cap on raw documents.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes for normalising/filtering (0 = all cores).")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override the budget's seed (document shuffle, random ordering).")] = None,
+    force: options.Force = False,
 ) -> None:
-    data_budget = _effective_budget(budget, source=source, max_documents=max_documents, seed=seed)
+    """Raw text → normalised, filtered, deduplicated, tokenized, packed rows that [bold]cram pretrain[/] reads.
+
+    The same command twice reuses the cached result; any change to the budget, source or tokenizer rebuilds.
+    """
+    # Imported here: the pipeline pulls in datasketch and scipy, which `cram --help` must not pay for.
+    from cramcli.data import filters, pipeline, pretokenized
+    from cramcli.data.sources import open_source
+    from cramcli.data.tokenizer import load_tokenizer, tokenizer_hash
+
+    data_budget = load_budget(output, "data", budget, {"source": ("--source", source), "seed": ("--seed", seed),
+                                                       "max_documents": ("--max-documents", max_documents)}).budget
     budget_name = budgets.label(budget)  # the name `cram pretrain --budget` looks the pointer up by
     corpus = pretokenized.detect(data_budget.source, split=data_budget.split)
     if corpus is not None:
@@ -107,7 +117,8 @@ def _build(
         return
 
     _remove_dead_partials(final)
-    with _sigterm_as_interrupt(), atomic.atomic_dir(final, force=True) as work:
+    with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data", settings_fingerprint=chash,
+                                                           force=True) as work:
         (work / _OWNER).write_text(str(os.getpid()))
         with PhaseBars(output.console) as bars:
             manifest = build(work, bars)
@@ -119,20 +130,12 @@ def _build(
     output.report(report, _table(manifest, final, reused=False), final / "report.json")
 
 
-def _effective_budget(name: str, **overrides: Any) -> budgets.DataBudget:
-    base = budgets.load("data", name)
-    updates = {k: v for k, v in overrides.items() if v is not None}
-    # Re-validate so a flag gets the same checks as the budget file.
-    return budgets.parse("data", f"--budget {name} with flags", {**base.model_dump(mode="json"), **updates})
-
-
 def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
-    """The finished manifest at `final` if it matches; refuse to replace a different result without --force."""
+    """The finished manifest at `final` if it matches; refuse to replace a different result without --force, and
+    a folder cram did not make at all."""
     manifest_file = final / "manifest.json"
-    if not final.exists():
+    if run_folder.check_owner(final, "prepare-data") is None:
         return None
-    if not final.is_dir():
-        raise UsageError(f"--out {final}: is a file; pass a folder path")
     if manifest_file.is_file():
         try:
             manifest = json.loads(manifest_file.read_text())
@@ -145,8 +148,9 @@ def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | N
                 f"{final}: holds prepared data for other settings (content hash {manifest.get('content_hash')},"
                 f" this command's is {chash}); pass --force to rebuild it there or choose another --out"
             )
-    elif any(final.iterdir()) and not force:
-        raise UsageError(f"{final}: exists and is not a prepared-data folder; pass --force or choose another --out")
+    elif not force:
+        raise UsageError(f"{final}: an unfinished prepared-data folder; pass --force to rebuild it or choose another "
+                         f"--out")
     return None
 
 
