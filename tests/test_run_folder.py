@@ -120,3 +120,18 @@ def test_budget_file_and_preset_share_one_default_folder_name(tmp_path, monkeypa
                                              "num_heads": 2, "intermediate_size": 64, "num_layers": 1})
     found = open_for_training(None, budgets.label("budgets/train_budget_demo.json"), arch)
     assert found.path == data.resolve()
+
+
+def test_every_stage_refuses_a_foreign_out_even_with_force(tmp_path):
+    from typer.testing import CliRunner
+
+    from cramcli.cli import app
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    for args in (["prepare-data", "--budget", "demo", "--source", "embedded", "--max-documents", "20"],
+                 ["train-tokenizer", "--budget", "demo", "--source", "embedded", "--max-documents", "20"]):
+        result = CliRunner().invoke(app, [*args, "--out", str(foreign), "--force"])
+        assert result.exit_code == 2 and "did not create" in result.output, result.output
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "keep me"
