@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -25,7 +24,7 @@ from cramcli.glue.metrics import CARD_COLUMNS, WNLI_COLUMN, card_average, card_n
 from cramcli.glue.tasks import ORIGINAL_ORDER, Task, parse_tasks
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import atomic
+from cramcli.utils import atomic, run_folder
 from cramcli.utils.console import Output
 from cramcli.utils.digest import weights_sha256
 from cramcli.utils.errors import UsageError
@@ -74,73 +73,78 @@ def run(
     tok = ft.load_glue_tokenizer(checkpoint, cfg.max_length)
     special = ft.checkpoint_special_ids(checkpoint, tok)
     precision = ft.resolve_precision(cfg.precision, dev)
-    _prepare_out(out, settings, force)
-    overrides = ft.model_overrides(cfg, legacy_attention_mask)
-    # `first-task` warmup: the first task in the original's order sets every task's warmup step count.
-    first = min(task_list, key=lambda t: ORIGINAL_ORDER.index(t.name))
-    loaded = {first.name: load_task(first, glue_dir)}
-    first_n = len(_subset(loaded[first.name].train, max_train_examples, seed))
-    started = time.perf_counter()
-    results: dict[str, Any] = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=output.console, transient=False, disable=output.quiet)
-    with progress:
-        bar_tasks = progress.add_task("tasks", total=len(task_list))
-        for task in task_list:
-            seeds = [trial_seed(seed, task.name, i) for i in range(cfg.trials)]
-            data = loaded.pop(task.name, None) or load_task(task, glue_dir)
-            train_ex = _subset(data.train, max_train_examples, seed)
-            warmup = ft.warmup_steps(cfg, len(train_ex), first_n)
-            done = {i: _read_trial(out, task, i, warmup) for i in range(cfg.trials)}
-            todo = [i for i, r in done.items() if r is None]
-            dev_ex = {s: ex[:max_eval_examples] if max_eval_examples else ex for s, ex in data.dev.items()}
-            if todo:
-                enc_train = ft.encode(tok, train_ex, special.pad)
-                enc_dev = {s: ft.encode(tok, ex, special.pad) for s, ex in dev_ex.items()}
-            bar_trials = progress.add_task(f"  {task.name} trials", total=cfg.trials, completed=cfg.trials - len(todo))
-            for i in todo:
-                t0 = time.perf_counter()
-                ft.seed_everything(seeds[i])
-                net = load_pretrained(checkpoint, head="cls", num_labels=task.num_labels, **overrides).to(dev)
-                bar_epoch = progress.add_task(f"    {task.name} trial {i + 1} epoch 1", total=None)
+    fingerprint = run_folder.fingerprint(_comparable(settings))
+    with run_folder.open_folder(out, command="finetune-glue", settings_fingerprint=fingerprint, force=force) as done_before:
+        if done_before is not None and done_before.get("fingerprint") != fingerprint:
+            raise UsageError(f"{out}: holds GLUE results made with other settings; pass --force to start over or "
+                             f"another --out")
+        atomic.write_json(out / "hparams.json", settings)
+        overrides = ft.model_overrides(cfg, legacy_attention_mask)
+        # `first-task` warmup: the first task in the original's order sets every task's warmup step count.
+        first = min(task_list, key=lambda t: ORIGINAL_ORDER.index(t.name))
+        loaded = {first.name: load_task(first, glue_dir)}
+        first_n = len(_subset(loaded[first.name].train, max_train_examples, seed))
+        started = time.perf_counter()
+        results: dict[str, Any] = {}
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=output.console, transient=False, disable=output.quiet)
+        with progress:
+            bar_tasks = progress.add_task("tasks", total=len(task_list))
+            for task in task_list:
+                seeds = [trial_seed(seed, task.name, i) for i in range(cfg.trials)]
+                data = loaded.pop(task.name, None) or load_task(task, glue_dir)
+                train_ex = _subset(data.train, max_train_examples, seed)
+                warmup = ft.warmup_steps(cfg, len(train_ex), first_n)
+                done = {i: _read_trial(out, task, i, warmup) for i in range(cfg.trials)}
+                todo = [i for i, r in done.items() if r is None]
+                dev_ex = {s: ex[:max_eval_examples] if max_eval_examples else ex for s, ex in data.dev.items()}
+                if todo:
+                    enc_train = ft.encode(tok, train_ex, special.pad)
+                    enc_dev = {s: ft.encode(tok, ex, special.pad) for s, ex in dev_ex.items()}
+                bar_trials = progress.add_task(f"  {task.name} trials", total=cfg.trials, completed=cfg.trials - len(todo))
+                for i in todo:
+                    t0 = time.perf_counter()
+                    ft.seed_everything(seeds[i])
+                    net = load_pretrained(checkpoint, head="cls", num_labels=task.num_labels, **overrides).to(dev)
+                    bar_epoch = progress.add_task(f"    {task.name} trial {i + 1} epoch 1", total=None)
 
-                def on_step(epoch: int, step: int, per_epoch: int, loss: float, _bar: Any = bar_epoch,
-                            _name: str = f"{task.name} trial {i + 1}") -> None:
-                    progress.update(_bar, total=per_epoch, completed=step + 1,
-                                    description=f"    {_name} epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+                    def on_step(epoch: int, step: int, per_epoch: int, loss: float, _bar: Any = bar_epoch,
+                                _name: str = f"{task.name} trial {i + 1}") -> None:
+                        progress.update(_bar, total=per_epoch, completed=step + 1,
+                                        description=f"    {_name} epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
 
-                metrics = ft.run_trial(net, task, enc_train, enc_dev, cfg, epochs=cfg.epochs, seed=seeds[i],
-                                       device=dev, warmup=warmup, on_step=on_step)
-                progress.remove_task(bar_epoch)
-                done[i] = {"task": task.name, "trial": i, "seed": seeds[i], "metrics": metrics,
-                           "card": card_numbers(task.name, metrics), "steps": ft.trial_steps(len(train_ex), cfg),
-                           "warmup_steps": warmup, "precision": precision.name,
-                           "seconds": round(time.perf_counter() - t0, 2)}
-                atomic.write_json(_trial_path(out, task, i), done[i])
-                progress.advance(bar_trials)
-                del net
-            results[task.name] = _task_result(task, data, len(train_ex), dev_ex, [done[i] for i in range(cfg.trials)])
-            progress.advance(bar_tasks)
+                    metrics = ft.run_trial(net, task, enc_train, enc_dev, cfg, epochs=cfg.epochs, seed=seeds[i],
+                                           device=dev, warmup=warmup, on_step=on_step)
+                    progress.remove_task(bar_epoch)
+                    done[i] = {"task": task.name, "trial": i, "seed": seeds[i], "metrics": metrics,
+                               "card": card_numbers(task.name, metrics), "steps": ft.trial_steps(len(train_ex), cfg),
+                               "warmup_steps": warmup, "precision": precision.name,
+                               "seconds": round(time.perf_counter() - t0, 2)}
+                    atomic.write_json(_trial_path(out, task, i), done[i])
+                    progress.advance(bar_trials)
+                    del net
+                results[task.name] = _task_result(task, data, len(train_ex), dev_ex, [done[i] for i in range(cfg.trials)])
+                progress.advance(bar_tasks)
 
-    medians = {col: r["median"][col] for r in results.values() for col in r["median"]}
-    average, complete = card_average(medians)
-    # The summary is what people read: 2 decimals. `tasks` keeps every raw number for scripts.
-    summary = {"columns": {c: round(v, 2) for c, v in medians.items()},
-               "average": round(average, 2) if medians else None, "average_complete": complete,
-               "average_of": sum(1 for c, *_ in CARD_COLUMNS if c in medians)}
-    results_doc = {"checkpoint": str(checkpoint), "checkpoint_path": str(checkpoint.resolve()),
-                   "weights_sha256": weights_sha256(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials,
-                   "seed": seed, "precision": precision.name, "warmup_mode": cfg.warmup_mode,
-                   "special_ids": {"pad": special.pad, "cls": special.cls, "sep": special.sep, "mask": special.mask},
-                   "summary": summary, "tasks": results}
-    atomic.write_json(out / "results.json", results_doc)
-    columns = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)]
-    atomic.write_bytes(out / "glue.png", glue_png(
-        results, columns, f"GLUE dev, median of {cfg.trials} trial(s), {cfg.protocol} protocol"))
-    atomic.write_json(out / "hparams.json", settings)
-    report = {"command": "finetune-glue", "out": str(out), "device": str(dev), "precision": precision.name,
-              "seconds": round(time.perf_counter() - started, 2), **summary}
-    output.report(report, _render(results, summary), out / "report.json")
+        medians = {col: r["median"][col] for r in results.values() for col in r["median"]}
+        average, complete = card_average(medians)
+        # The summary is what people read: 2 decimals. `tasks` keeps every raw number for scripts.
+        summary = {"columns": {c: round(v, 2) for c, v in medians.items()},
+                   "average": round(average, 2) if medians else None, "average_complete": complete,
+                   "average_of": sum(1 for c, *_ in CARD_COLUMNS if c in medians)}
+        results_doc = {"checkpoint": str(checkpoint), "checkpoint_path": str(checkpoint.resolve()),
+                       "weights_sha256": weights_sha256(checkpoint), "protocol": cfg.protocol, "trials": cfg.trials,
+                       "seed": seed, "precision": precision.name, "warmup_mode": cfg.warmup_mode,
+                       "special_ids": {"pad": special.pad, "cls": special.cls, "sep": special.sep, "mask": special.mask},
+                       "summary": summary, "tasks": results}
+        atomic.write_json(out / "results.json", results_doc)
+        columns = [c for c, *_ in (*CARD_COLUMNS, WNLI_COLUMN)]
+        atomic.write_bytes(out / "glue.png", glue_png(
+            results, columns, f"GLUE dev, median of {cfg.trials} trial(s), {cfg.protocol} protocol"))
+        atomic.write_json(out / "hparams.json", settings)
+        report = {"command": "finetune-glue", "out": str(out), "device": str(dev), "precision": precision.name,
+                  "seconds": round(time.perf_counter() - started, 2), **summary}
+        output.report(report, _render(results, summary), out / "report.json")
 
 
 def trial_seed(seed: int, task: str, trial: int) -> int:
@@ -157,18 +161,6 @@ def _checkpoint_dir(path: Path) -> Path:
         return find_checkpoint(path)
     except ValueError as exc:  # the checkpoint layer's input errors name the file and the fix
         raise UsageError(f"--model {path}: {exc}") from None
-
-
-def _prepare_out(out: Path, settings: dict[str, Any], force: bool) -> None:
-    """Resume only what was made with the same settings; --force starts over."""
-    if force and out.exists():
-        shutil.rmtree(out / "trials", ignore_errors=True)
-        for name in ("results.json", "hparams.json", "report.json", "glue.png"):
-            (out / name).unlink(missing_ok=True)
-    saved = out / "hparams.json"
-    if saved.exists() and _comparable(json.loads(saved.read_text())) != _comparable(settings):
-        raise UsageError(f"{out}: holds GLUE results made with other settings; pass --force to start over or another --out")
-    atomic.write_json(saved, settings)
 
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
