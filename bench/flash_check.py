@@ -2,7 +2,8 @@
 
 Where CUDA and flash-attn exist: builds the 24-hour arch (or `--hidden/--layers/--heads`), runs unpadded and
 padded batches through both backends under bf16 autocast, prints max |Δhidden| on the real tokens and the
-forward time of each (median of timed repeats after a warm-up). Elsewhere it prints why it skipped and exits 0.
+forward time of each (median of timed repeats after a warm-up). Elsewhere it prints why it skipped and exits
+with SKIPPED (3), never 0: a check that did not run must not read as passed.
 
     python -m bench.flash_check [--batch 128] [--seq 128] [--repeats 20]
 """
@@ -15,6 +16,12 @@ import sys
 import time
 
 TOLERANCE = 0.1  # bf16 keeps ~3 significant digits; outputs are LayerNorm-scaled (O(1))
+PASSED, FAILED, SKIPPED = 0, 1, 3
+"""Exit codes; `status()` names them."""
+
+
+def status(code: int) -> str:
+    return {PASSED: "passed", FAILED: "failed", SKIPPED: "skipped"}.get(code, f"error (exit {code})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     from cramcli.model.attention import flash_available
 
     if not torch.cuda.is_available():
-        print("flash check: skipped (no CUDA GPU on this machine)")
-        return 0
+        print("flash check: SKIPPED (no CUDA GPU on this machine); flash-attn is not checked")
+        return SKIPPED
     if not flash_available():
-        print("flash check: skipped (flash-attn is not installed: pip install -e '.[flash]')")
-        return 0
+        print("flash check: SKIPPED (flash-attn is not installed: pip install -e '.[flash]'); flash-attn is not checked")
+        return SKIPPED
 
     from cramcli import budgets
     from cramcli.model import CrammedBertConfig, CrammedBertModel
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label:9s} max |Δhidden| = {delta:.4f} (≤ {TOLERANCE})  forward: sdpa {times['sdpa'] * 1e3:.2f} ms,"
               f" flash {times['flash'] * 1e3:.2f} ms, flash/sdpa = {times['flash'] / times['sdpa']:.2f}")
     print("flash check: " + ("PASS" if ok else "FAIL"))
-    return 0 if ok else 1
+    return PASSED if ok else FAILED
 
 
 def _time(model: object, ids: object, mask: object, repeats: int) -> float:

@@ -42,10 +42,38 @@ def test_json_names_the_measured_arch(fast: None, tmp_path) -> None:
     assert report["threads"] == 1 and report["device"] == "cpu" and report["micro_batch"] == 4
     (row,) = report["measurements"]
     assert row["steps"] >= throughput.MIN_STEPS and row["tokens_per_s"] > 0 and row["peak_memory_mb"] > 0
-    assert row["tokens_per_s"] == pytest.approx(4 * seq / row["step_s"])
     assert report["mfu"] is None  # no known peak on a CPU
     assert report["projected_tokens"] == pytest.approx(row["tokens_per_s"] * report["budget_hours"] * 3600)
     assert report["pretrain_hint"].startswith("cram pretrain --budget demo --micro-batch-size ")
+
+
+def test_tokens_per_s_matches_the_steps_timed_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each forward sleeps 50 ms and is timed here: the report must count the tokens each measured step fed
+    the model, over the measured steps only (not the warm-up), per second of those steps."""
+    import time
+
+    monkeypatch.setattr(throughput, "MIN_SECONDS", 0.5)
+    calls: list[tuple[float, float, int]] = []
+    forward = CrammedBertForMaskedLM.forward
+
+    def slow_forward(self, input_ids, *args, **kwargs):
+        start = time.perf_counter()
+        time.sleep(0.05)
+        out = forward(self, input_ids, *args, **kwargs)
+        calls.append((start, time.perf_counter(), input_ids.numel()))
+        return out
+
+    monkeypatch.setattr(CrammedBertForMaskedLM, "forward", slow_forward)
+    res = CliRunner().invoke(app, ["bench", "--budget", "demo", "--device", "cpu", "--threads", "1", "--micro-batch",
+                                   "4", *TINY, "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["measurements"]
+    seq = budgets.load("arch", "demo").max_seq_length
+    measured = calls[-row["steps"]:]
+    assert len(calls) > row["steps"] >= 5 and all(tokens == 4 * seq for *_, tokens in calls)
+    step_s = (measured[-1][1] - measured[0][0]) / len(measured)  # the last backward is not in this span
+    assert row["step_s"] == pytest.approx(step_s, rel=0.1) and row["step_s"] > 0.05
+    assert row["tokens_per_s"] == pytest.approx(4 * seq / step_s, rel=0.1)
 
 
 def test_peak_override_gives_mfu_and_cpu_picks_one_size(fast: None) -> None:
@@ -114,8 +142,53 @@ def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
     result = bf16_parity(arch, budgets.load("train", "demo"), torch.device("cpu"))
     assert len(result["fp32"]) == len(result["bf16"]) == result["steps"]
     assert result["fp32"] != result["bf16"]  # bf16 really ran
-    assert result["ok"] == (result["max_rel_diff"] <= result["tolerance"])
-    assert result["max_rel_diff"] < 0.05
+    assert result["ok"] and result["max_rel_diff"] <= result["tolerance"]
+
+
+def test_gpu_check_parity_fails_on_a_bf16_path_that_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.gpu_check import bf16_parity
+    from cramcli.train import step
+
+    forward_loss = step.forward_loss
+
+    def drifting(model, inputs, labels, dtype):  # a bf16 path 5 % off: what the check exists to catch
+        loss = forward_loss(model, inputs, labels, dtype)
+        return loss * 1.05 if dtype == torch.bfloat16 else loss
+
+    monkeypatch.setattr(step, "forward_loss", drifting)
+    result = bf16_parity(_tiny_arch(), budgets.load("train", "demo"), torch.device("cpu"))
+    assert not result["ok"] and result["max_rel_diff"] > result["tolerance"]
+
+
+def test_flash_check_without_flash_attn_is_skipped_not_passed(capsys: pytest.CaptureFixture) -> None:
+    from bench import flash_check
+    from cramcli.model.attention import flash_available
+
+    if torch.cuda.is_available() and flash_available():
+        pytest.skip("flash-attn is here: the real check runs")
+    assert flash_check.main(["--repeats", "1"]) == flash_check.SKIPPED != 0
+    assert "SKIPPED" in capsys.readouterr().out and flash_check.status(flash_check.SKIPPED) == "skipped"
+
+
+@pytest.mark.parametrize(("check_rc", "verdict"), [(0, "PASSED"), (1, "FAILED"), (3, "SKIPPED")])
+def test_gpu_check_script_reports_a_skipped_flash_check_as_skipped(tmp_path, check_rc: int, verdict: str) -> None:
+    """gpu_check.sh with a stand-in GPU and Python whose `-m bench.gpu_check` exits `check_rc`."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Stand-in GPU, 80 GiB, 1.0'\n")
+    (fake / "python").write_text(f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo "stand-in gpu_check"; exit {check_rc}; }}\nexit 0\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(fake / "python")}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == check_rc, done.stdout + done.stderr
+    assert f"gpu_check: {verdict}" in done.stdout + done.stderr
+    assert ("PASSED" in done.stdout + done.stderr) == (check_rc == 0)
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine runs the real check")

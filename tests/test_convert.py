@@ -116,3 +116,20 @@ def test_unsupported_target_and_flash_without_cuda_are_refused(model_ckpt: Path,
         res = _convert("--attention", "flash", "--device", "cuda", str(model_ckpt), "-o", str(tmp_path / "out"))
         assert res.exit_code == 2 and "CUDA" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_flash_parity_on_a_cpu_says_flash_was_not_checked(model_ckpt: Path, tmp_path: Path) -> None:
+    from cramcli.model.attention import flash_available
+
+    if torch.cuda.is_available() and flash_available():
+        pytest.skip("the flash kernel runs here")
+    res = CliRunner().invoke(app, ["convert", "--attention", "flash", str(model_ckpt), "-o", str(tmp_path / "flash")],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "flash not checked (no CUDA/flash-attn)" in res.output
+    parity = json.loads((tmp_path / "flash" / "report.json").read_text())["parity"]
+    assert parity["flash_kernel"] == "flash not checked (no CUDA/flash-attn)"
+    assert parity["converted_backend"] == "reference"  # what was compared instead: the same maths
+    res = _convert(str(model_ckpt), "-o", str(tmp_path / "plain"))  # no flash side: nothing to disclaim
+    assert res.exit_code == 0 and "flash not checked" not in res.output
+    assert json.loads((tmp_path / "plain" / "report.json").read_text())["parity"]["flash_kernel"] is None

@@ -1,7 +1,6 @@
 """GLUE end to end through the CLI on tiny data: the table, the JSON, resume, and the bad-input errors.
 
-The protocol is exercised with a stand-in model (so it runs without `cramcli.model`); one more test runs the
-real crammed BERT when `cramcli.model` is present."""
+The protocol is exercised with a stand-in model (fast); one more test runs the real crammed BERT."""
 
 from __future__ import annotations
 
@@ -162,15 +161,14 @@ def test_not_a_checkpoint(stub_model: tuple[Path, list], tmp_path: Path) -> None
 
 
 def test_real_tiny_model(tmp_path: Path) -> None:
-    ckpt = pytest.importorskip("cramcli.model.checkpoint", reason="cramcli.model not written yet")
-    model = pytest.importorskip("cramcli.model")
+    from cramcli import model
 
     torch.manual_seed(0)
     arch = ArchBudget(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=64)
     _tokenizer(tmp_path / "tokenizer.json")
     ck = tmp_path / "ck"
     net = model.CrammedBertForMaskedLM(model.CrammedBertConfig.from_arch(arch))
-    ckpt.save_checkpoint(net, ck, tokenizer_path=tmp_path / "tokenizer.json")
+    checkpoint.save_checkpoint(net, ck, tokenizer_path=tmp_path / "tokenizer.json")
     glue = _glue(tmp_path / "glue", n_train=32, n_dev=8)
     res = _cli("--model", str(ck), "--glue-dir", str(glue), "--tasks", "rte,stsb", "--trials", "2", "--budget", "demo",
                "--epochs", "1")

@@ -11,7 +11,6 @@ import torch
 
 from cramcli.train import checkpointing
 from cramcli.train.metrics import MetricsLog
-from cramcli.train.optim import param_groups
 from cramcli.utils.plots import training_png
 
 
@@ -47,10 +46,30 @@ def test_rng_roundtrip():
     assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
 
 
-def test_param_groups_exclude_by_substring():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    decay, plain = param_groups(model, ["bias"], 0.01)
-    assert len(decay["params"]) == 2 and len(plain["params"]) == 2 and plain["weight_decay"] == 0.0
+@pytest.mark.parametrize("preset", ["24", "v2"])
+def test_optimizer_groups_of_the_real_model_follow_the_shipped_budgets(preset):
+    """Recipe: `24` (c5) excludes only biases — its norms are norm1/norm2/final_norm, so "LayerNorm.weight"
+    matches nothing and norm gains, embeddings and the sinusoid scale are decayed; `v2` adds "norm"."""
+    from cramcli import budgets
+    from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
+    from cramcli.train.optim import make_optimizer
+
+    train = budgets.load("train", preset)
+    with torch.device("meta"):
+        model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(budgets.load("arch", preset)))
+    groups = make_optimizer(model, train.optimizer, torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed, plain = ({names[id(p)] for p in g["params"]} for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0] and decayed | plain == set(names.values())
+    norms = {n for n in names.values() if "norm" in n}
+    assert len(norms) == 2 * (2 * 16 + 2)  # weight and bias of: 2 per layer × 16 layers, embedding, final
+    if preset == "24":
+        assert plain == {n for n in norms if n.endswith(".bias")}
+    else:
+        assert plain == norms
+    assert "encoder.embedding.word_embedding.weight" in decayed  # the tied decoder: decayed once, as one tensor
+    assert "encoder.embedding.pos_embedding.scale_factor" in decayed
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
 def test_metrics_log_resume_and_chart(tmp_path):
