@@ -11,7 +11,6 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -33,11 +32,6 @@ budgets_app = typer.Typer(help="List, show, validate budgets and write their JSO
 app.add_typer(budgets_app, name="budgets")
 
 _err = Console(stderr=True)
-
-
-class Attention(str, Enum):
-    pytorch = "pytorch"
-    flash = "flash"
 
 
 # Options shared by the stages (typer reads the metadata from these aliases).
@@ -127,25 +121,8 @@ app.command("glue", help="Alias of [bold]finetune-glue[/].")(stage_command("fine
 # convert-attention (alias convert)
 
 
-def _convert_attention(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder: cram's own, or an original cramming v1/v2 checkpoint.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint folder.")],
-    attention: Annotated[Attention, typer.Option("--attention", "-a", help="Target attention implementation.")] = Attention.pytorch,
-    device: DeviceOpt = None,
-    gpu: GpuOpt = None,
-    force: ForceOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Rewrite a checkpoint for another attention implementation (flash-attn fused layout ↔ plain PyTorch),
-    importing original cramming checkpoints on the way, and check parity on a probe batch."""
-    _run_stage("convert_attention", json_mode, quiet, verbose, checkpoint=checkpoint, out=out,
-               attention=attention.value, device=device, gpu=gpu, force=force)
-
-
-app.command("convert-attention")(_convert_attention)
-app.command("convert", help="Alias of [bold]convert-attention[/].")(_convert_attention)
+app.command("convert-attention")(stage_command("convert_attention"))
+app.command("convert", help="Alias of [bold]convert-attention[/].")(stage_command("convert_attention"))
 
 
 # ----------------------------------------------------------------------------------------------------------

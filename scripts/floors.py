@@ -97,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     venv = args.venv.resolve()
     if _run([sys.executable, "-m", "venv", "--clear", str(venv)]) != 0:
         return 1
+    python = str(venv / "bin" / "python")
+    # A current pip first: the venv's bundled one can fail reading a fresh wheel's metadata (a TypeError in its resolver).
+    if _run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip"]) != 0:
+        return 1
     file = venv / "constraints.txt"
     file.write_text("\n".join(pins) + "\n")
-    python = str(venv / "bin" / "python")
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--constraint", str(file)]
     # torch first and alone, so the resolver never reaches for another build of it.
     torch_pin = next(p for p in pins if p.startswith("torch=="))

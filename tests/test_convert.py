@@ -46,13 +46,16 @@ def test_pytorch_to_flash_to_pytorch_is_bit_identical(model_ckpt: Path, tmp_path
     assert report["weights_bit_identical"] and report["parity"]["max_abs_delta_logits"] < 1e-5
 
 
-def test_existing_output_is_kept_without_force(model_ckpt: Path, tmp_path: Path) -> None:
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep").write_text("x")
+def test_existing_output_is_kept_without_force_and_a_foreign_one_always(model_ckpt: Path, tmp_path: Path) -> None:
+    assert _convert(str(model_ckpt), "-o", str(tmp_path / "out")).exit_code == 0
     res = _convert(str(model_ckpt), "-o", str(tmp_path / "out"))
-    assert res.exit_code == 2 and "--force" in res.output and (tmp_path / "out" / "keep").exists()
+    assert res.exit_code == 2 and "--force" in res.output
     assert _convert(str(model_ckpt), "-o", str(tmp_path / "out"), "--force").exit_code == 0
-    assert not (tmp_path / "out" / "keep").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep").write_text("x")
+    res = _convert(str(model_ckpt), "-o", str(tmp_path / "mine"), "--force")
+    assert res.exit_code == 2 and "did not create" in res.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["keep"]
 
 
 def test_qkv_layout_functions_are_inverse_and_move_heads() -> None:

@@ -10,36 +10,58 @@ cramcli/model/convert.py.
 from __future__ import annotations
 
 import time
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
+import typer
 from rich.table import Table
 
-from cramcli.utils.atomic import check_not_exists
+from cramcli.stages import options
+from cramcli.utils import run_folder
 from cramcli.utils.console import Output
-from cramcli.utils.device import resolve_device
 from cramcli.utils.errors import RunError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 TARGETS = ("pytorch", "flash")
 PROBE_BATCH, PROBE_SEQ = 4, 64
 # fp32 on CPU: SDPA vs the explicit reference differ by rounding only. bf16 (flash on CUDA): a few ulps of bf16.
-TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25}
+TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25}
 FLASH_NOT_CHECKED = "flash not checked (no CUDA/flash-attn)"
 
 
-def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: str | None, gpu: int | None,
-        force: bool) -> None:
+class Attention(str, Enum):
+    pytorch = "pytorch"
+    flash = "flash"
+
+
+def run(
+    output: Output,
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder: cram's own, an original cramming v1/v2 checkpoint, or an original run folder.")],
+    *,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint folder.")],
+    attention: Annotated[Attention, typer.Option("--attention", "-a", help="Target attention implementation.")] = Attention.pytorch,
+    device: options.Device = None,
+    gpu: options.Gpu = None,
+    force: options.Force = False,
+) -> None:
+    """Rewrite a checkpoint for another attention implementation (flash-attn fused layout ↔ plain PyTorch),
+    importing original cramming checkpoints on the way, and check parity on a probe batch."""
     from cramcli.model.attention import flash_available
     from cramcli.model.checkpoint import CheckpointError, resolve
+    from cramcli.utils.device import setup_device
 
+    attention = getattr(attention, "value", attention)
     if attention not in TARGETS:
         raise UsageError(f"--attention {attention}: unsupported target; choose one of {', '.join(TARGETS)}")
     checkpoint, out = Path(checkpoint), Path(out)
-    check_not_exists(out, force=force)
+    if run_folder.check_owner(out, "convert-attention") is not None and not force:
+        raise UsageError(f"--out {out}: already exists; pass --force to replace it or choose another --out")
     if out.resolve() == resolve(checkpoint).resolve():
         raise UsageError(f"--out {out}: is the source checkpoint itself; write to another folder")
-    dev = resolve_device(device, gpu)
+    dev = setup_device(device, gpu)
     real_flash = dev.type == "cuda" and flash_available()
     if attention == "flash" and dev.type == "cuda" and not real_flash:
         raise UsageError("--attention flash --device cuda: the flash-attn package is not installed "
@@ -49,11 +71,14 @@ def run(output: Output, *, checkpoint: Path, out: Path, attention: str, device: 
         report = _convert(output, checkpoint, out, attention, dev, real_flash, force, started)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    run_folder.write_marker(out, "convert-attention", run_folder.fingerprint(report["parity"]))
     output.report(report, _table(report), out / "report.json")
 
 
 def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: torch.device, real_flash: bool,
              force: bool, started: float) -> dict[str, Any]:
+    import torch
+
     from cramcli.model.checkpoint import TOKENIZER_FILES, build_model, read_checkpoint, save_checkpoint
 
     source = read_checkpoint(checkpoint)
@@ -79,8 +104,8 @@ def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: t
         raise RunError(f"conversion changed tensor {differing[0]}; nothing written")
     probe_model = build_model(source, attention=dst_backend, **ids).to(dev)
     delta = _parity(reference, probe_model, dev, dtype, special)
-    if not delta <= TOLERANCE[dtype]:
-        raise RunError(f"parity check failed: max |Δlogits| = {delta:.3g} > {TOLERANCE[dtype]:g} between the "
+    if not delta <= TOLERANCE[str(dtype).removeprefix('torch.')]:
+        raise RunError(f"parity check failed: max |Δlogits| = {delta:.3g} > {TOLERANCE[str(dtype).removeprefix('torch.')]:g} between the "
                        f"source ({src_backend}) and converted ({dst_backend}) model; nothing written")
 
     save_checkpoint(converted, out, tokenizer_path=source.folder if has_tokenizer else None, force=force)
@@ -103,7 +128,7 @@ def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: t
         "weights_bit_identical": True, "parity": {
             "probe": [PROBE_BATCH, min(PROBE_SEQ, converted.config.max_seq_length)], "device": str(dev),
             "dtype": str(dtype).removeprefix("torch."), "source_backend": src_backend,
-            "converted_backend": dst_backend, "max_abs_delta_logits": delta, "tolerance": TOLERANCE[dtype],
+            "converted_backend": dst_backend, "max_abs_delta_logits": delta, "tolerance": TOLERANCE[str(dtype).removeprefix('torch.')],
             "flash_kernel": flash_kernel},
         "special_ids": source.special.as_dict() if source.special else None,
         "tokenizer_files": tokenizer_files, "notes": notes, "seconds": round(time.perf_counter() - started, 3),
@@ -128,6 +153,8 @@ def _special_ids(source: Any) -> tuple[Any, list[str]]:
 
 
 def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype, special: Any) -> float:
+    import torch
+
     """Max |Δlogits| over the real tokens of a seeded probe batch of ordinary tokens whose last row is half
     padding (pad and special ids from the source's tokenizer, else the config's pad id and cram's layout)."""
     from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
