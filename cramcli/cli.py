@@ -11,8 +11,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,16 +37,6 @@ _err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the final report as JSON on stdout (people's output goes to stderr).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the final report.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail, e.g. where each setting came from.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing finished result at --out.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present, else cpu).")]
-GpuOpt = Annotated[Optional[int], typer.Option("--gpu", help="Shorthand for --device cuda:N.")]
-
-
-def _run_stage(module: str, json_mode: bool, quiet: bool, verbose: bool, **kwargs: Any) -> None:
-    """Import the stage lazily (keeps `--help` fast), run it, and turn user errors into one-line messages."""
-    output = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
-    _guarded(lambda: importlib.import_module(f"cramcli.stages.{module}").run(output=output, **kwargs))
 
 
 _OUTPUT_PARAMS = [
@@ -139,27 +128,7 @@ app.command("push")(stage_command("push"))
 # demo and bench
 
 
-@app.command("demo")
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artefact of the demo.")] = Path("outputs/demo"),
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of reusing finished stages.")] = False,
-    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Pretraining minutes (default: the demo budget's).")] = None,
-    documents: Annotated[Optional[int], typer.Option("--documents", help="Embedded documents to generate (default: the demo data budget's).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Fine-tuning trials per task (default: the demo GLUE budget's).")] = None,
-    task_examples: Annotated[int, typer.Option("--task-examples", help="Training examples per generated task (dev sets get a quarter).")] = 2000,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Run every stage for real on the embedded corpus, offline, in a few minutes on a CPU.
-
-    Tokenizer, data preparation, budgeted pretraining, GLUE-style fine-tuning on tasks generated from the same
-    corpus, and an attention conversion, all into [bold]--out[/]; a rerun reuses finished stages.
-    """
-    _run_stage("demo", json_mode, quiet, verbose, out=out, fresh=fresh, minutes=minutes, documents=documents,
-               trials=trials, task_examples=task_examples)
-
-
+app.command("demo")(stage_command("demo"))
 app.command("bench")(stage_command("bench"))
 
 
@@ -175,7 +144,7 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except CramError as exc:  # pragma: no cover - stages raise inside _run_stage; this is a last guard
+    except CramError as exc:  # pragma: no cover - commands raise inside _guarded; this is a last guard
         for line in exc.lines:
             _err.print(f"[bold red]error:[/] {line}", highlight=False)
         sys.exit(exc.exit_code)

@@ -26,8 +26,9 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.console import Group
 from rich.table import Table
 
@@ -51,13 +52,18 @@ MARGINS = {"accuracy": 0.1, "pearson": 0.3}
 def run(
     output: Output,
     *,
-    out: Path,
-    fresh: bool,
-    minutes: float | None,
-    documents: int | None = None,
-    trials: int | None = None,
-    task_examples: int = 2000,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artefact of the demo.")] = Path("outputs/demo"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of reusing finished stages.")] = False,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", help="Pretraining minutes (default: the demo budget's).")] = None,
+    documents: Annotated[Optional[int], typer.Option("--documents", help="Embedded documents to generate (default: the demo data budget's).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Fine-tuning trials per task (default: the demo GLUE budget's).")] = None,
+    task_examples: Annotated[int, typer.Option("--task-examples", help="Training examples per generated task (dev sets get a quarter).")] = 2000,
 ) -> None:
+    """Run every stage for real on the embedded corpus, offline, in a few minutes on a CPU.
+
+    Tokenizer, data preparation, budgeted pretraining, GLUE-style fine-tuning on tasks generated from the same
+    corpus, and an attention conversion, all into [bold]--out[/]; a rerun reuses finished stages.
+    """
     if minutes is not None and minutes <= 0:
         raise UsageError(f"--minutes {minutes}: must be positive")
     for flag, value in (("--documents", documents), ("--trials", trials), ("--task-examples", task_examples)):
