@@ -4,9 +4,11 @@ A floor (`name>=X`) is a promise that cram works with X; this script keeps the p
 constraints file from pyproject.toml — each entry of [project].dependencies and of the `dev` extra pinned to
 its floor (`name==X`), torch pinned to the version installed in this Python (the local CPU wheel; a floor build
 of torch is a multi-GB download) — installs cram with those pins into a fresh virtual environment, and runs
-`python -m pytest -q` there. Exit status: pytest's, or 1 when the environment cannot be built.
+`python -m pytest -q` there. Exit status: pytest's; 1 when the environment cannot be built; 2 for a --venv
+folder it did not make. CI (`.ci/run`) runs it after the main suite. Needs Python >= 3.11 (tomllib).
 
-    python3 scripts/floors.py                     # venv in $TMPDIR/cram-floors-venv, then the suite
+    python3 scripts/floors.py                     # a fresh venv under $TMPDIR (removed afterwards), then the suite
+    python3 scripts/floors.py --venv DIR          # build (or rebuild) the venv in DIR and keep it
     python3 scripts/floors.py --print             # only print the constraints
     python3 scripts/floors.py -- -x tests/test_model.py   # arguments after -- go to pytest
 """
@@ -17,6 +19,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,7 +87,7 @@ def _run(command: list[str], **kwargs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "cram-floors-venv")
+    parser.add_argument("--venv", type=Path, help="keep the venv here (a new folder or one this script made)")
     parser.add_argument("--print", action="store_true", help="print the constraints and stop")
     parser.add_argument("pytest_args", nargs="*", help="after --: arguments for pytest (default: -q)")
     args = parser.parse_args(argv)
@@ -93,8 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print("\n".join(pins))
         return 0
-    started = time.perf_counter()
+    if args.venv is None:
+        venv = Path(tempfile.mkdtemp(prefix="cram-floors-"))
+        try:
+            return _build_and_test(venv, pins, args.pytest_args)
+        finally:
+            shutil.rmtree(venv, ignore_errors=True)  # made by this run, so removed by it
     venv = args.venv.resolve()
+    if venv.exists() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").is_file():
+        print(f"floors: --venv {venv}: not empty and not a virtual environment; choose a new folder",
+              file=sys.stderr)
+        return 2
+    return _build_and_test(venv, pins, args.pytest_args)
+
+
+def _build_and_test(venv: Path, pins: list[str], pytest_args: list[str]) -> int:
+    started = time.perf_counter()
     if _run([sys.executable, "-m", "venv", "--clear", str(venv)]) != 0:
         return 1
     python = str(venv / "bin" / "python")
@@ -113,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"floors: installed in {installed:.0f} s:\n  " + "\n  ".join(pins), flush=True)
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(venv)}
     env.pop("PYTHONPATH", None)
-    rc = _run([python, "-m", "pytest", *(args.pytest_args or ["-q"])], cwd=ROOT, env=env)
+    rc = _run([python, "-m", "pytest", *(pytest_args or ["-q"])], cwd=ROOT, env=env)
     if rc == 5:  # pytest collected nothing: a broken suite, not a pass
         rc = 1
     print(f"floors: pytest exit {rc}; {time.perf_counter() - started:.0f} s in all ({installed:.0f} s install)")

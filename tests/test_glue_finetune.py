@@ -198,6 +198,13 @@ def test_first_task_warmup_reuses_colas_steps(stub_model: tuple[Path, list], tmp
     assert _warmups(reuse) == {"cola_0": 2, "rte_0": 2}
     results = json.loads((reuse / "results.json").read_text())
     assert results["warmup_mode"] == "first-task" and results["tasks"]["rte"]["trials"][0]["steps"] == 10
+    # The same through flags on the preset: --warmup-mode (and --precision) override the budget's fields.
+    flags = tmp_path / "flags"
+    res = _cli(*base, "--budget", "demo", "--trials", "1", "--warmup-mode", "first-task", "--precision", "fp32",
+               "--out", str(flags))
+    assert res.exit_code == 0, res.output
+    assert _warmups(flags) == {"cola_0": 2, "rte_0": 2}
+    assert json.loads((flags / "hparams.json").read_text())["budget"]["warmup_mode"] == "first-task"
     # RTE alone is its own first task (the original run for one task): its finished trial no longer fits.
     res = _cli("--model", str(run), "--glue-dir", str(glue), "--tasks", "rte", "--budget", str(budget),
                "--out", str(reuse))

@@ -89,11 +89,13 @@ def test_second_writer_gets_one_line_naming_the_holder(tmp):
 def test_verbose_prints_provenance_and_run_config_stores_it(tmp, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     run = tmp / "run"
-    _pretrain(tmp, run, output=Output(verbose=True), max_steps=2, hours=0.5)
+    _pretrain(tmp, run, output=Output(verbose=True), max_steps=2, hours=0.5, precision="fp16")
     printed = capsys.readouterr().out
     assert "--hours" in printed and "default" in printed and str(tmp / "train.json") in printed
     sources = json.loads((run / "run-config.json").read_text())["sources"]
     assert sources["train"]["hours"] == "--hours" and sources["train"]["max_steps"] == "--max-steps"
+    assert sources["train"]["precision"] == "--precision"
+    assert json.loads((run / "run-config.json").read_text())["train"]["precision"] == "fp16"
     assert sources["train"]["batch_size"] == f"file {tmp / 'train.json'}"
     assert sources["train"]["masking.rate"] == "default"
     assert sources["arch"]["hidden_size"] == f"file {tmp / 'arch.json'}"

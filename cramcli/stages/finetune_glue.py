@@ -42,6 +42,8 @@ def run(
     max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use at most this many training examples per task (a quick look).")] = None,
     max_eval_examples: Annotated[Optional[int], typer.Option("--max-eval-examples", help="Evaluate on at most this many dev examples per task.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the budget's epochs (≤ 5 under the GLUE-sane protocol).")] = None,
+    precision: options.Precision = None,
+    warmup_mode: Annotated[Optional[str], typer.Option("--warmup-mode", help="per-task (10 % of each task's steps) or first-task (every task reuses the first task's warmup steps, as the original's single eval.py run).")] = None,
     legacy_attention_mask: Annotated[bool, typer.Option("--legacy-attention-mask", help="Fidelity switch: let padding be attended to, as the original v1 flash model did.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: <model>/glue).")] = None,
     device: options.Device = None,
@@ -53,7 +55,9 @@ def run(
 
     Finished (task, trial) results are kept, so an interrupted run resumes where it stopped.
     """
-    cfg = load_budget(output, "glue", budget, {"trials": ("--trials", trials), "epochs": ("--epochs", epochs)}).budget
+    cfg = load_budget(output, "glue", budget, {
+        "trials": ("--trials", trials), "epochs": ("--epochs", epochs), "precision": ("--precision", precision),
+        "warmup_mode": ("--warmup-mode", warmup_mode)}).budget
     for flag, value in (("--max-train-examples", max_train_examples), ("--max-eval-examples", max_eval_examples)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be at least 1")

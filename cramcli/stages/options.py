@@ -20,4 +20,5 @@ GlueBudget = Annotated[str, typer.Option("--budget", "-b", help="GLUE budget: pr
 ArchBudget = Annotated[Optional[str], typer.Option("--arch", help="Arch budget: preset name or JSON file (default: same preset as --budget).")]
 Source = Annotated[Optional[str], typer.Option("--source", "-s", help="Raw text: hf:NAME[:CONFIG], a local file/folder (txt, jsonl[.gz|.zst], json, parquet), or 'embedded' (default: the budget's).")]
 MaxDocuments = Annotated[Optional[int], typer.Option("--max-documents", help="Read at most this many raw documents (default: the budget's).")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="bf16, fp16 (with a GradScaler, the original's) or fp32 (default: the budget's).")]
 OutFolder = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: under outputs/).")]

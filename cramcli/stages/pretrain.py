@@ -34,6 +34,7 @@ def run(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps (a cap; the schedule follows the budget's schedule_clock).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
+    precision: options.Precision = None,
     peak_tflops: options.PeakTflops = None,
     device: options.Device = None,
     gpu: options.Gpu = None,
@@ -52,7 +53,8 @@ def run(
 
     train = load_budget(output, "train", budget, {
         "hours": ("--hours", hours), "max_steps": ("--max-steps", max_steps),
-        "micro_batch_size": ("--micro-batch-size", micro_batch_size), "compile": ("--compile", compile)})
+        "micro_batch_size": ("--micro-batch-size", micro_batch_size), "compile": ("--compile", compile),
+        "precision": ("--precision", precision)})
     arch_budget = load_budget(output, "arch", arch or budget)
     t, a, label = train.budget, arch_budget.budget, budgets.label(budget)
     run_dir = Path(out) if out is not None else Path("outputs/runs") / label
