@@ -43,7 +43,7 @@ def run(
     max_eval_examples: Annotated[Optional[int], typer.Option("--max-eval-examples", help="Evaluate on at most this many dev examples per task.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Override the budget's epochs (≤ 5 under the GLUE-sane protocol).")] = None,
     precision: options.Precision = None,
-    warmup_mode: Annotated[Optional[str], typer.Option("--warmup-mode", help="per-task (10 % of each task's steps) or first-task (every task reuses the first task's warmup steps, as the original's single eval.py run).")] = None,
+    warmup_mode: Annotated[Optional[str], typer.Option("--warmup-mode", help="per-task (the budget's warmup share of each task's steps) or first-task (every task reuses the first task's warmup steps, as the original's single eval.py run).")] = None,
     legacy_attention_mask: Annotated[bool, typer.Option("--legacy-attention-mask", help="Fidelity switch: let padding be attended to, as the original v1 flash model did.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Results folder (default: <model>/glue).")] = None,
     device: options.Device = None,
