@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from cramcli.model.config import CrammedBertConfig
+from cramcli.model.heads import (
+    CrammedBertForMultipleChoice,
+    CrammedBertForQuestionAnswering,
+    CrammedBertForTokenClassification,
+)
 from cramcli.model.modeling import (
     CrammedBertForMaskedLM,
     CrammedBertForSequenceClassification,
@@ -12,7 +17,10 @@ from cramcli.model.modeling import (
 __all__ = [
     "CrammedBertConfig",
     "CrammedBertForMaskedLM",
+    "CrammedBertForMultipleChoice",
+    "CrammedBertForQuestionAnswering",
     "CrammedBertForSequenceClassification",
+    "CrammedBertForTokenClassification",
     "CrammedBertModel",
     "register",
 ]
@@ -24,7 +32,10 @@ def register() -> None:
         AutoConfig,
         AutoModel,
         AutoModelForMaskedLM,
+        AutoModelForMultipleChoice,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
     )
 
     AutoConfig.register(CrammedBertConfig.model_type, CrammedBertConfig, exist_ok=True)
@@ -32,6 +43,9 @@ def register() -> None:
     AutoModelForMaskedLM.register(CrammedBertConfig, CrammedBertForMaskedLM, exist_ok=True)
     AutoModelForSequenceClassification.register(CrammedBertConfig, CrammedBertForSequenceClassification,
                                                 exist_ok=True)
+    AutoModelForTokenClassification.register(CrammedBertConfig, CrammedBertForTokenClassification, exist_ok=True)
+    AutoModelForQuestionAnswering.register(CrammedBertConfig, CrammedBertForQuestionAnswering, exist_ok=True)
+    AutoModelForMultipleChoice.register(CrammedBertConfig, CrammedBertForMultipleChoice, exist_ok=True)
 
 
 register()

@@ -30,6 +30,11 @@ from torch import nn
 from cramcli.model import convert
 from cramcli.model.config import CrammedBertConfig
 from cramcli.model.errors import CheckpointError
+from cramcli.model.heads import (
+    CrammedBertForMultipleChoice,
+    CrammedBertForQuestionAnswering,
+    CrammedBertForTokenClassification,
+)
 from cramcli.model.modeling import (
     CrammedBertForMaskedLM,
     CrammedBertForSequenceClassification,
@@ -48,7 +53,11 @@ HUB_V1_WEIGHTS = "pytorch_model.bin"
 RUN_V1_WEIGHTS = "model.pth"
 RUN_CONFIG = "model_config.json"
 HEADS: dict[str, type[CrammedBertPreTrainedModel]] = {
-    "mlm": CrammedBertForMaskedLM, "cls": CrammedBertForSequenceClassification, "base": CrammedBertModel}
+    "mlm": CrammedBertForMaskedLM, "cls": CrammedBertForSequenceClassification, "base": CrammedBertModel,
+    "token": CrammedBertForTokenClassification, "qa": CrammedBertForQuestionAnswering,
+    "choice": CrammedBertForMultipleChoice}
+TASK_HEADS = frozenset(HEADS) - {"mlm", "base"}
+"""Heads built on a pretrained encoder: their own weights are fresh when the checkpoint has none (an MLM)."""
 _BY_CLASS = {cls.__name__: head for head, cls in HEADS.items()}
 _EMBEDDING, _DECODER = "encoder.embedding.word_embedding.weight", "decoder.weight"
 
@@ -64,7 +73,7 @@ class Source:
     """CrammedBertConfig fields."""
     weights_file: Path
     head: str
-    """The head the checkpoint was saved with (`mlm`, `cls`, `base`)."""
+    """The head the checkpoint was saved with (a key of `HEADS`)."""
     special: SpecialIds | None
     """The ids of the tokenizer beside the weights; None when the folder has no tokenizer."""
     state: dict[str, torch.Tensor] | None = None
@@ -391,7 +400,7 @@ def _from_pretrained(source: Source, head: str, config: CrammedBertConfig) -> Cr
     with quiet_transformers():
         model, info = HEADS[head].from_pretrained(source.folder, config=config, ignore_mismatched_sizes=True,
                                                   output_loading_info=True)
-    missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder.") or head != "cls")
+    missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder.") or head not in TASK_HEADS)
     if missing:
         raise CheckpointError(f"{source.weights_file}: tensor {missing[0]} is missing; incomplete checkpoint")
     after = model.state_dict()
@@ -413,8 +422,8 @@ def _load_state(model: CrammedBertPreTrainedModel, source: Source, head: str) ->
         state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     expected = model.state_dict()
     wanted = {k for k in expected if k not in _tied(model)}
-    # What must be in the checkpoint: everything for mlm/base, the encoder for a (possibly fresh) classifier.
-    required = {k for k in wanted if k.startswith("encoder.")} if head == "cls" else wanted
+    # What must be in the checkpoint: everything for mlm/base, the encoder for a (possibly fresh) task head.
+    required = {k for k in wanted if k.startswith("encoder.")} if head in TASK_HEADS else wanted
     missing = sorted(required - set(state))
     if missing:
         raise CheckpointError(f"{source.weights_file}: tensor {missing[0]} is missing"
@@ -441,7 +450,7 @@ def load_pretrained(path: Path, head: str = "mlm", num_labels: int | None = None
     """Load cram's own checkpoint, a run folder (cram's `final/`, an original run's latest checkpoint) or an
     original cramming v1/v2 checkpoint.
 
-    `head`: `mlm` (CrammedBertForMaskedLM), `cls` (CrammedBertForSequenceClassification, `num_labels`) or `base`
-    (the encoder). Keyword overrides change config fields, e.g. `attention="reference"`, dropouts,
+    `head`: `mlm` (CrammedBertForMaskedLM), `cls` (CrammedBertForSequenceClassification, `num_labels`), `base`
+    (the encoder), or a head of heads.py: `token` (`num_labels`), `qa`, `choice`. Keyword overrides change config fields, e.g. `attention="reference"`, dropouts,
     `legacy_ignore_padding=True`. The model is returned in eval mode on the CPU."""
     return build_model(read_checkpoint(Path(path)), head, num_labels, **config_overrides)

@@ -158,6 +158,7 @@ def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: to
     """Max |Δlogits| over the real tokens of a seeded probe batch of ordinary tokens whose last row is half
     padding (pad and special ids from the source's tokenizer, else the config's pad id and cram's layout)."""
     from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
+    from cramcli.model.heads import probe_logits
 
     config = a.config
     seq = min(PROBE_SEQ, config.max_seq_length)
@@ -171,9 +172,9 @@ def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: to
     ids = ids.masked_fill(mask == 0, pad)
     ids, mask = ids.to(dev), mask.to(dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
-        la, lb = (m(input_ids=ids, attention_mask=mask).logits.float() for m in (a, b))
+        la, lb = (probe_logits(m, ids, mask).float() for m in (a, b))
     real = mask.bool()
-    if la.dim() == 2:  # classification logits [B, labels]
+    if la.dim() == 2:  # per-sequence logits [B, labels or choices]
         real = real[:, 0]
     return float((la[real] - lb[real]).abs().max())
 
