@@ -303,6 +303,25 @@ def test_token_classification_pipeline_groups_word_pieces_into_the_name(
     assert found >= 6, f"the tagger found the name alone in {found} of 8 sentences"
 
 
+def test_start_and_end_logits_decode_to_the_name_with_the_tokenizer_offsets(
+        trained: dict[str, tuple[torch.nn.Module, float, float]], tok: Any) -> None:
+    """The decoding docs/models.md shows for transformers versions without the question-answering pipeline."""
+    model = trained["qa"][0]
+    rng = random.Random(97)
+    right = 0
+    for _ in range(8):
+        text, at = sentence(rng)
+        enc = tok(QUESTION, text, return_offsets_mapping=True, return_tensors="pt", return_token_type_ids=False)
+        offsets = enc.pop("offset_mapping")[0]
+        with torch.no_grad():
+            out = model(**enc)
+        outside = torch.tensor([s != 1 for s in enc.sequence_ids()])  # the question and the special tokens
+        start = int(out.start_logits[0].masked_fill(outside, float("-inf")).argmax())
+        end = start + int(out.end_logits[0, start:].masked_fill(outside[start:], float("-inf")).argmax())
+        right += text[offsets[start][0]:offsets[end][1]] == text.split()[at]
+    assert right >= 6, f"the reader extracted the name in {right} of 8 contexts"
+
+
 def test_question_answering_pipeline_extracts_the_name(
         trained: dict[str, tuple[torch.nn.Module, float, float]], tok_dir: Path, tmp_path: Path) -> None:
     from transformers.pipelines import SUPPORTED_TASKS
