@@ -363,3 +363,27 @@ def test_convert_attention_keeps_the_head_and_its_outputs(head: str, tok: Any, t
     assert type(back) is type(model) and back.config.pooler == "avg"
     batch = collate(dataset(head, tok, 2, seed=3))
     assert all(torch.equal(a, b) for a, b in zip(_outputs(back, batch), _outputs(model, batch), strict=True))
+
+
+def test_gradient_accumulation_in_the_trainer_matches_one_big_batch(tok: Any, tmp_path: Path) -> None:
+    """cram's losses are means, so the Trainer must divide by the accumulation steps itself (`accepts_loss_kwargs`
+    False): one SGD step over 2 × 8 examples moves the weights as one step over the same 16."""
+    pytest.importorskip("accelerate", reason="the Trainer needs accelerate (pip install -e '.[trainer]')")
+    from transformers import Trainer, TrainingArguments
+
+    data = dataset("choice", tok, 16, seed=12)
+    start = build("choice", seed=6, hidden_dropout=0.0, attention_dropout=0.0, embedding_dropout=0.0,
+                  classifier_dropout=0.0).state_dict()
+    moved = []
+    for batch, accumulate in ((16, 1), (8, 2)):
+        model = build("choice", hidden_dropout=0.0, attention_dropout=0.0, embedding_dropout=0.0,
+                      classifier_dropout=0.0)
+        model.load_state_dict(start)
+        args = TrainingArguments(output_dir=str(tmp_path / str(batch)), max_steps=1, per_device_train_batch_size=batch,
+                                 gradient_accumulation_steps=accumulate, optim="sgd", learning_rate=0.5,
+                                 lr_scheduler_type="constant", seed=0, use_cpu=True, report_to=[], save_strategy="no",
+                                 logging_strategy="no", disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=data, data_collator=collate).train()
+        moved.append(torch.cat([(v - start[k]).flatten() for k, v in model.state_dict().items()]))
+    assert moved[0].abs().max() > 1e-4
+    assert torch.allclose(moved[1], moved[0], atol=1e-6, rtol=1e-4), (moved[1] / moved[0]).nanmedian()

@@ -96,6 +96,9 @@ class CrammedBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "encoder"
     main_input_name = "input_ids"
     _no_split_modules = ["TransformerLayer"]
+    # The losses are means and `forward` takes no `num_items_in_batch`: without this the transformers Trainer,
+    # seeing `**_`, would skip dividing by the gradient-accumulation steps (each step that many times too large).
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
         # Linear/Embedding N(0, init_std) (padding row zeroed), LayerNorm (1, 0): the base class reads init_std.
