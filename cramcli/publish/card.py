@@ -284,7 +284,9 @@ def _usage_section(facts: CardFacts) -> str:
                  f"convert it first (the weights stay bit-identical):\n\n```bash\ncram convert {where} --attention "
                  f"pytorch --out {where.rstrip('/')}-pytorch\n```\n")
     text += ("\nFine-tune it on GLUE with `cram glue --model CHECKPOINT`, or load a classifier with "
-             "`AutoModelForSequenceClassification.from_pretrained(..., num_labels=N)`.\n")
+             "`AutoModelForSequenceClassification.from_pretrained(..., num_labels=N)`; "
+             "`AutoModelForTokenClassification`, `AutoModelForQuestionAnswering` and `AutoModelForMultipleChoice` "
+             "load it too, for the transformers `Trainer` (which needs `accelerate`).\n")
     return text
 
 
