@@ -451,6 +451,6 @@ def load_pretrained(path: Path, head: str = "mlm", num_labels: int | None = None
     original cramming v1/v2 checkpoint.
 
     `head`: `mlm` (CrammedBertForMaskedLM), `cls` (CrammedBertForSequenceClassification, `num_labels`), `base`
-    (the encoder), or a head of heads.py: `token` (`num_labels`), `qa`, `choice`. Keyword overrides change config fields, e.g. `attention="reference"`, dropouts,
-    `legacy_ignore_padding=True`. The model is returned in eval mode on the CPU."""
+    (the encoder), or one of heads.py: `token` (`num_labels`), `qa`, `choice`. Keyword overrides change config
+    fields, e.g. `attention="reference"`, dropouts, `legacy_ignore_padding=True`. The model is returned in eval mode on the CPU."""
     return build_model(read_checkpoint(Path(path)), head, num_labels, **config_overrides)

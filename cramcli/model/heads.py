@@ -6,7 +6,7 @@ a cram checkpoint like any other encoder:
 - token classification: encoder → Dropout(classifier_dropout) → Linear(hidden → num_labels) at every position;
   `labels` [B, S] with −100 at positions that take no loss (padding, special tokens, non-first word pieces);
 - question answering: encoder → Dropout(classifier_dropout) → Linear(hidden → 2) = start and end logits [B, S];
-  `start_positions`/`end_positions` [B] (token indices; one outside the input takes no loss), the loss is the
+  `start_positions`/`end_positions` [B] (token indices; one past the input takes no loss), the loss is the
   mean of the start and the end cross-entropy;
 - multiple choice: inputs [B, choices, S] are run as B·choices sequences → the sequence-classification pooler
   (the arch budget's `pooler`, `head_dim`, Tanh, `classifier_dropout`) → Linear(head_dim → 1) → logits
@@ -91,7 +91,8 @@ class CrammedBertForMultipleChoice(CrammedBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **_: object) -> MultipleChoiceModelOutput:
         if input_ids.dim() != 3:
-            raise ValueError(f"multiple choice takes input_ids [batch, choices, seq]; got shape {list(input_ids.shape)}")
+            raise ValueError("multiple choice takes input_ids [batch, choices, seq]; "
+                             f"got shape {list(input_ids.shape)}")
         batch, choices, seq = input_ids.shape
         flat_mask = None if attention_mask is None else attention_mask.reshape(batch * choices, seq)
         hidden = self.encoder(input_ids.reshape(batch * choices, seq), flat_mask).last_hidden_state
