@@ -365,20 +365,28 @@ def test_convert_attention_keeps_the_head_and_its_outputs(head: str, tok: Any, t
     assert all(torch.equal(a, b) for a, b in zip(_outputs(back, batch), _outputs(model, batch), strict=True))
 
 
-def test_gradient_accumulation_in_the_trainer_matches_one_big_batch(tok: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("head", ["choice", "cls"])
+def test_gradient_accumulation_in_the_trainer_matches_one_big_batch(head: str, tok: Any, tmp_path: Path) -> None:
     """cram's losses are means, so the Trainer must divide by the accumulation steps itself (`accepts_loss_kwargs`
-    False): one SGD step over 2 × 8 examples moves the weights as one step over the same 16."""
+    False): one SGD step over 2 × 8 examples moves the weights as one step over the same 16. The GLUE sequence
+    classifier too: "is the name in the first half of the sentence"."""
     pytest.importorskip("accelerate", reason="the Trainer needs accelerate (pip install -e '.[trainer]')")
     from transformers import Trainer, TrainingArguments
 
-    data = dataset("choice", tok, 16, seed=12)
-    start = build("choice", seed=6, hidden_dropout=0.0, attention_dropout=0.0, embedding_dropout=0.0,
-                  classifier_dropout=0.0).state_dict()
+    from cramcli.model import CrammedBertForSequenceClassification
+
+    if head == "cls":
+        rows = dataset("token", tok, 16, seed=12)
+        data = [{**r, "labels": torch.tensor(int(r["labels"][:6].gt(0).any()))} for r in rows]
+    else:
+        data = dataset(head, tok, 16, seed=12)
+    no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "embedding_dropout": 0.0, "classifier_dropout": 0.0}
     moved = []
     for batch, accumulate in ((16, 1), (8, 2)):
-        model = build("choice", hidden_dropout=0.0, attention_dropout=0.0, embedding_dropout=0.0,
-                      classifier_dropout=0.0)
-        model.load_state_dict(start)
+        torch.manual_seed(6)
+        model = (CrammedBertForSequenceClassification(config(num_labels=2, **no_dropout)) if head == "cls"
+                 else build(head, seed=6, **no_dropout))
+        start = {k: v.clone() for k, v in model.state_dict().items()}
         args = TrainingArguments(output_dir=str(tmp_path / str(batch)), max_steps=1, per_device_train_batch_size=batch,
                                  gradient_accumulation_steps=accumulate, optim="sgd", learning_rate=0.5,
                                  lr_scheduler_type="constant", seed=0, use_cpu=True, report_to=[], save_strategy="no",
