@@ -239,7 +239,8 @@ class TrainBudget(_Strict):
     max_tokens: PositiveInt | None = None
     """Stop after this many training tokens (a cap)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    """Autocast dtype on CUDA (fp16 uses a GradScaler); the CPU always trains in fp32."""
+    """Autocast dtype on CUDA (fp16 uses a GradScaler; bf16 on a GPU without it falls back to fp16 with the
+    GradScaler, saying so); the CPU always trains in fp32."""
     compile: bool = False
     """Wrap the model in torch.compile."""
     checkpoint_every_minutes: Annotated[float, Field(gt=0.0, le=1e6)] = 60.0
@@ -286,8 +287,9 @@ class GlueBudget(_Strict):
     dropout: Fraction = 0.1
     max_length: Annotated[int, Field(ge=8, le=65536)] = 128
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    """Fine-tuning arithmetic, on any device: `bf16` autocast; `fp16` autocast with a GradScaler (the
-    original's choice; for GPUs without bf16; works on a CPU, slowly); `fp32` no autocast."""
+    """Fine-tuning arithmetic on CUDA, the same rule as pretraining's: `bf16` autocast (on a GPU without bf16,
+    fp16 with a GradScaler, saying so); `fp16` autocast with a GradScaler (the original's choice); `fp32` no
+    autocast. A CPU fine-tunes in fp32, as the original (autocast off on a CPU)."""
 
     @model_validator(mode="after")
     def _sane_rules(self) -> GlueBudget:

@@ -84,7 +84,7 @@ def run(
             barrier(world)
             dash = Dashboard(output.console, enabled=rank == 0 and not output.quiet)
             trainer = Trainer(t, a, prepared, run_dir, device=dev, rank=rank, world=world, seed=seed,
-                              config_key=key, dashboard=dash, peak_tflops=peak_tflops)
+                              config_key=key, dashboard=dash, peak_tflops=peak_tflops, say=output.info)
             if resume:
                 try:
                     path = trainer.resume(output.warn)
