@@ -63,6 +63,7 @@ def test_bf16_falls_back_to_fp16_with_a_scaler_on_a_gpu_without_it(monkeypatch: 
     assert resolve_precision("fp16", torch.device("cuda", 0), said.append).scaler and len(said) == 1
 
 
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled")
 def test_pretraining_step_takes_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     """TrainStep builds its GradScaler and autocast dtype from the same rule (CUDA faked: only the query runs)."""
     from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
