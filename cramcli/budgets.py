@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_object
 
 KINDS = ("data", "arch", "train", "glue")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
@@ -378,31 +379,10 @@ def load(kind: str, name_or_path: str | Path) -> Any:
     return parse(kind, path, _read_json(path))
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"{path}: budget file not found; pass a preset name ({', '.join(preset_names())}) or a path")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory; pass a budget JSON file inside it")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the budget as UTF-8 JSON") from None
-    if not text.strip():
-        raise UsageError(f"{path}: file is empty; a budget is a JSON object, e.g. {{}} for all defaults")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
-    except ValueError as exc:
-        raise UsageError(f"{path}: invalid JSON ({exc})") from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a valid number in a budget")
+    return read_object(path, fix="a budget is a JSON object, e.g. {} for all defaults", strict_numbers=True)
 
 
 def parse(kind: str, path: Path | str, data: Any) -> Any:
@@ -429,8 +409,6 @@ def resolve(kind: str, name_or_path: str | Path, flags: dict[str, tuple[str, Any
     a None value means the flag was not given."""
     path = resolve_path(kind, name_or_path)
     raw = _read_json(path)
-    if not isinstance(raw, dict):
-        parse(kind, path, raw)  # raises the one-line error for a non-object
     given = {field: fv for field, fv in (flags or {}).items() if fv[1] is not None}
     merged = copy.deepcopy(raw)
     for field, (_, value) in given.items():

@@ -38,6 +38,7 @@ from cramcli.model.modeling import (
 )
 from cramcli.model.tokenizer import TOKENIZER_FILES, SpecialIds, copy_tokenizer, load_tokenizer, special_ids
 from cramcli.utils.atomic import atomic_dir
+from cramcli.utils.jsonfile import read_object
 
 __all__ = ["TOKENIZER_FILES", "CheckpointError", "Source", "build_model", "find_checkpoint", "is_checkpoint",
            "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "special_ids",
@@ -195,13 +196,7 @@ def read_checkpoint(path: Path) -> Source:
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{file}: expected a JSON object")
-    return raw
+    return read_object(file, fix="restore the checkpoint's own file", error=CheckpointError)
 
 
 def _read_own(folder: Path, raw: dict[str, Any]) -> Source:

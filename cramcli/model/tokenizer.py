@@ -10,7 +10,6 @@ Problems raise `CheckpointError` (a ValueError) naming the file and the fix; sta
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from tokenizers import Tokenizer
 
 from cramcli.model.errors import CheckpointError
 from cramcli.utils.atomic import write_json
+from cramcli.utils.jsonfile import read_object
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # cram's own token names (its tokenizer also fixes their ids, see cramcli/data/tokenizer.py).
@@ -46,12 +46,6 @@ class SpecialIds:
 
     def as_dict(self) -> dict[str, int | None]:
         return asdict(self)
-
-
-def tokenizer_file(folder: Path) -> Path | None:
-    """`folder/tokenizer.json` if it exists."""
-    file = Path(folder) / "tokenizer.json"
-    return file if file.is_file() else None
 
 
 def load_tokenizer(checkpoint_dir: Path) -> Tokenizer:
@@ -107,13 +101,7 @@ def _content(value: Any) -> str | None:
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc}); restore it or delete it to use cram's token names") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
+    return read_object(path, fix="restore it or delete it to use cram's token names", error=CheckpointError)
 
 
 def copy_tokenizer(source: Path, dest: Path, model_max_length: int) -> list[str]:

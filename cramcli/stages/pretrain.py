@@ -14,7 +14,6 @@ import typer
 
 from cramcli import budgets
 from cramcli.data.prepared import open_for_training
-from cramcli.model import runs
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
 from cramcli.utils import run_folder
@@ -47,6 +46,7 @@ def run(
     Checkpoints every few minutes and on Ctrl-C/SIGTERM; [bold]--resume[/] continues exactly. Under torchrun
     it trains data-parallel (DDP).
     """
+    from cramcli.model.runs import run_folder as default_run_folder
     from cramcli.train.dashboard import Dashboard
     from cramcli.train.distributed import barrier, process_group
     from cramcli.train.trainer import NonFiniteLoss, Trainer
@@ -58,7 +58,7 @@ def run(
         "precision": ("--precision", precision)})
     arch_budget = load_budget(output, "arch", arch or budget)
     t, a, label = train.budget, arch_budget.budget, budgets.label(budget)
-    run_dir = Path(out) if out is not None else runs.run_folder(budget)
+    run_dir = Path(out) if out is not None else default_run_folder(budget)
     if peak_tflops is not None and peak_tflops <= 0:
         raise UsageError(f"--peak-tflops {peak_tflops}: must be positive")
     if resume and force:
