@@ -159,8 +159,16 @@ def is_checkpoint(path: Path) -> bool:
     return (folder / RUN_CONFIG).is_file() and ((folder / WEIGHTS).is_file() or (folder / RUN_V1_WEIGHTS).is_file())
 
 
-def find_checkpoint(path: Path) -> Path:
-    """`resolve(path)`, checked to be a loadable checkpoint (config, weights, tokenizer agree)."""
+def find_checkpoint(path: Path, *, cram_only: bool = False) -> Path:
+    """`resolve(path)`, checked to be a loadable checkpoint (config, weights, tokenizer agree). `cram_only`
+    refuses the original cramming layouts (before reading their weights), naming the command that imports them."""
+    if cram_only:
+        folder = resolve(Path(path))
+        config = folder / "config.json"
+        model_type = _read_json(config).get("model_type") if config.is_file() else None
+        if (folder / RUN_CONFIG).is_file() or model_type == convert.ORIGINAL_MODEL_TYPE:
+            raise CheckpointError(f"{folder}: an original cramming checkpoint, not cram's own; import it first with "
+                                  f"`cram convert {path} --attention pytorch`")
     return read_checkpoint(path).folder
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from cramcli.stages import options
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
@@ -25,22 +26,24 @@ IGNORE = [".*", "**/.*"]
 
 def run(
     output: Output,
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) to upload.")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (or run folder) to upload; default: the newest finished run under outputs/runs.")] = None,
     *,
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo OWNER/NAME (created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to upload to (created if missing; default main).")] = None,
+    budget: options.RunBudget = None,
 ) -> None:
     """Upload a checkpoint to the Hugging Face hub with its model card (written first if missing).
 
     Needs a token: HF_TOKEN or `hf auth login`.
     """
-    from cramcli.stages import card
+    from cramcli.model.runs import pick_run
+    from cramcli.publish.recorded import cram_checkpoint
 
     _check_repo_id(repo_id)
     if revision is not None and not revision.strip():
         raise UsageError("--revision: empty; pass a branch name, e.g. --revision main")
-    folder, _ = card.find_checkpoint(Path(checkpoint))
+    folder, _ = cram_checkpoint(pick_run(checkpoint, budget=budget, flag="CHECKPOINT", say=output.info))
     import huggingface_hub
     from huggingface_hub import HfApi, constants
 
@@ -72,7 +75,7 @@ def _check_repo_id(repo_id: str) -> None:
 
 def _ensure_card(output: Output, folder: Path, repo_id: str) -> str:
     """Write the card when missing; point cram's own card at the repo; leave an edited card alone."""
-    from cramcli.stages import card
+    from cramcli.publish import write as card
 
     readme = folder / card.README
     if not readme.exists():
