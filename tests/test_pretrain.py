@@ -152,7 +152,7 @@ def test_ddp_gloo_matches_single_process(tmp):
     rows = [json.loads(line) for line in (tmp / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) >= 3 and [r["tokens"] for r in rows] == [r["step"] * 2 * 4 * 32 for r in rows]
     assert json.loads((tmp / "ddp" / "report.json").read_text())["tokens"] == 6 * 2 * 4 * 32
-    for before, row in zip(rows, rows[1:]):
+    for before, row in zip(rows, rows[1:], strict=False):
         measured = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
         assert 0.75 < row["tokens_per_s"] / measured < 1.33, (row, before)
     flops = arch_flops_per_token(budgets.load("arch", tmp / "arch.json"), 32, 0.25)
