@@ -219,7 +219,8 @@ class MaskingBudget(_Strict):
 
 class TrainBudget(_Strict):
     hours: PositiveFloat = 24.0
-    """Wall-clock training time; the LR schedule and the batch ramp are keyed to the share of it spent."""
+    """Wall-clock training time; the LR schedule (and a fractional batch ramp) follows the share of it spent; a
+    batch ramp of ≥ 1 counts micro-steps, not time."""
     optimizer: OptimizerBudget = OptimizerBudget()
     schedule: ScheduleBudget = ScheduleBudget()
     masking: MaskingBudget = MaskingBudget()
