@@ -15,7 +15,6 @@ vocabulary) and written straight into shards, so memory stays flat; reading stop
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -30,15 +29,13 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from cramcli.budgets import DataBudget
-from cramcli.data import packing
-from cramcli.data.prepared import FORMAT
-from cramcli.data.tokenizer import tokenizer_hash
+from cramcli.data import packing, prepared
+from cramcli.data.tokenizer import TOKENIZER_FILES, tokenizer_hash
 from cramcli.utils.errors import RunError, UsageError
 
 CODE_VERSION = 1
 """Bump when a code change alters what a given corpus and budget produce (it is part of the content hash)."""
 ROW_BATCH = 8192
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 ROLES = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
          "cls_token": "<cls>", "sep_token": "<sep>", "mask_token": "<mask>"}
 """Special-token roles and the names the original (and cram) give them; special_tokens_map.json overrides."""
@@ -340,10 +337,9 @@ def special_tokens(tok: Tokenizer, folder: Path) -> tuple[dict[str, str], dict[s
 
 
 def content_hash(budget: DataBudget, identity: dict[str, Any], tok_hash: str) -> str:
-    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, the code format."""
-    key = {"format": FORMAT, "code": CODE_VERSION, "source": identity, "tokenizer": tok_hash,
-           "seq_length": budget.seq_length, "max_rows": budget.max_rows}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, this code's version."""
+    return prepared.content_hash(CODE_VERSION, {"source": identity, "tokenizer": tok_hash,
+                                                "seq_length": budget.seq_length, "max_rows": budget.max_rows})
 
 
 def check_config(corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path) -> dict[str, Any] | None:
@@ -465,26 +461,14 @@ def prepare(
     rows = stats["rows"]
     seconds = time.perf_counter() - t0
     vocab_size = tok.get_vocab_size()
-    return {
-        "format": FORMAT,
-        "content_hash": chash,
-        "data_hash": data_hash,
-        "seq_length": budget.seq_length,
-        "vocab_size": vocab_size,
-        "dtype": packing.token_dtype(vocab_size).name,
-        "num_rows": rows,
-        "num_tokens": rows * budget.seq_length,
-        "shards": shards,
-        "tokenizer": "tokenizer.json",
-        "tokenizer_hash": tokenizer_hash(tok),
-        "tokenizer_trained": False,
-        "special_tokens": ids,
-        "special_token_roles": roles,
-        "pretokenized": {"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
-                         "corpus_config": config},
-        "source": {"spec": corpus.spec, **corpus.identity()},
-        "budget": budget.model_dump(mode="json"),
-        "counts": {"rows": rows, "tokens": rows * budget.seq_length},
-        "ordering": {"method": "corpus", **stats["sentence_ends"]},
-        "timings_s": {"copy": round(seconds, 3)},
-    }
+    return prepared.new_manifest(
+        content_hash=chash, data_hash=data_hash, seq_length=budget.seq_length, vocab_size=vocab_size, num_rows=rows,
+        shards=shards, tokenizer_hash=tokenizer_hash(tok), special_tokens=ids,
+        source={"spec": corpus.spec, **corpus.identity()}, budget=budget.model_dump(mode="json"),
+        tokenizer_trained=False, special_token_roles=roles,
+        pretokenized={"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
+                      "corpus_config": config},
+        counts={"rows": rows, "tokens": rows * budget.seq_length},
+        ordering={"method": "corpus", **stats["sentence_ends"]},
+        timings_s={"copy": round(seconds, 3)},
+    )

@@ -30,6 +30,8 @@ SPECIAL_TOKENS: list[str] = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", 
 """Special tokens in id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<cls>`=4, `<sep>`=5, `<mask>`=6."""
 SPECIAL_IDS: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = (SPECIAL_IDS[t] for t in ("<pad>", "<cls>", "<sep>", "<mask>", "<unk>"))
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+"""A tokenizer's files: `tokenizers`' own, then the HF side files that name its special tokens (copied with it)."""
 
 
 @dataclass(frozen=True)

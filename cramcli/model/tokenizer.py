@@ -17,11 +17,11 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from cramcli.data.tokenizer import TOKENIZER_FILES
 from cramcli.model.errors import CheckpointError
 from cramcli.utils.atomic import write_json
 from cramcli.utils.jsonfile import read_object
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 # cram's own token names (its tokenizer also fixes their ids, see cramcli/data/tokenizer.py).
 CRAM_TOKENS = {"pad": "<pad>", "cls": "<cls>", "sep": "<sep>", "mask": "<mask>", "unk": "<unk>", "bos": "<s>",
                "eos": "</s>"}

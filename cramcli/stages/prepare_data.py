@@ -9,7 +9,6 @@ interrupted run never leaves a folder that looks finished; the next run removes 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ import typer
 from rich.table import Table
 
 from cramcli import budgets
-from cramcli.data.prepared import DATA_ROOT, pointer_path
+from cramcli.data.prepared import DATA_ROOT, MANIFEST, pointer_path, read_manifest, write_manifest
 from cramcli.data.progress import PhaseBars
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
@@ -124,7 +123,7 @@ def _build(
             manifest = build(work, bars)
         (work / _OWNER).unlink()
         # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
-        atomic.write_json(work / "manifest.json", manifest)
+        write_manifest(work, manifest)
     _write_pointer(budget_name, final)
     report = {"reused": False, "path": str(final), **_summary(manifest)}
     output.report(report, _table(manifest, final, reused=False), final / "report.json")
@@ -133,14 +132,10 @@ def _build(
 def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
     """The finished manifest at `final` if it matches; refuse to replace a different result without --force, and
     a folder cram did not make at all."""
-    manifest_file = final / "manifest.json"
     if run_folder.check_owner(final, "prepare-data") is None:
         return None
-    if manifest_file.is_file():
-        try:
-            manifest = json.loads(manifest_file.read_text())
-        except (OSError, ValueError):
-            manifest = {}
+    if (final / MANIFEST).is_file():
+        manifest = read_manifest(final) or {}
         if manifest.get("content_hash") == chash and not force:
             return manifest
         if not force:
