@@ -22,11 +22,11 @@ from cramcli.cli import app
 from cramcli.model import CrammedBertForMaskedLM
 from cramcli.model.checkpoint import (
     CheckpointError,
+    checkpoint_special_ids,
     find_checkpoint,
     load_pretrained,
     load_tokenizer,
     read_checkpoint,
-    special_ids,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def ckpt(tmp_path: Path, tok_dir: Path) -> Path:
 def _batch(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sentences through the checkpoint's own tokenizer, the second right-padded with its pad id."""
     tok = load_tokenizer(folder)
-    pad = special_ids(folder).pad
+    pad = checkpoint_special_ids(folder).pad
     rows = [e.ids for e in tok.encode_batch(["the cat sat on the mat .", "a dog ran ."])]
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])

@@ -51,10 +51,11 @@ def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
     return tok
 
 
-def checkpoint_special_ids(checkpoint: Path, tok: Tokenizer) -> SpecialIds:
-    """The tokenizer's special ids; a config.json naming other ones (cram writes them) is refused. An original
-    checkpoint's config names none at the top level (its hard-coded pad 0 sits inside `arch`, recipe §3.3)."""
-    ids = special_ids(tok, str(checkpoint / "tokenizer.json"))
+def glue_special_ids(checkpoint: Path, tok: Tokenizer) -> SpecialIds:
+    """The tokenizer's special ids (the one rule, data/tokenizer.special_ids), checked for GLUE: a config.json
+    naming other ones (cram writes them) is refused, and pairs must get a separator. An original checkpoint's
+    config names none at the top level (its hard-coded pad 0 sits inside `arch`, recipe §3.3)."""
+    ids = special_ids(tok, str(checkpoint / "tokenizer.json"), folder=checkpoint)
     try:
         config = json.loads((checkpoint / "config.json").read_text())
     except (OSError, ValueError):

@@ -75,7 +75,7 @@ class GlueModel:
     @classmethod
     def open(cls, checkpoint: Path, max_length: int) -> GlueModel:
         tok = ft.load_glue_tokenizer(checkpoint, max_length)
-        return cls(checkpoint, tok, ft.checkpoint_special_ids(checkpoint, tok))
+        return cls(checkpoint, tok, ft.glue_special_ids(checkpoint, tok))
 
 
 def run_glue(model: GlueModel, settings: GlueSettings, out: Path, *, device: torch.device, precision: Precision,

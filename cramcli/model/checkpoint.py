@@ -33,12 +33,12 @@ from cramcli.model.modeling import (
 )
 from cramcli.model.original import HUB_V1_WEIGHTS, RUN_CONFIG, RUN_V1_WEIGHTS, WEIGHTS
 from cramcli.model.source import Source, check_finite
-from cramcli.model.tokenizer import TOKENIZER_FILES, copy_tokenizer, load_tokenizer, special_ids
+from cramcli.model.tokenizer import TOKENIZER_FILES, checkpoint_special_ids, copy_tokenizer, load_tokenizer
 from cramcli.utils.atomic import atomic_dir
 from cramcli.utils.jsonfile import read_object
 
 __all__ = ["TOKENIZER_FILES", "CheckpointError", "Source", "build_model", "find_checkpoint", "is_checkpoint",
-           "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "special_ids",
+           "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "checkpoint_special_ids",
            "unwrap"]
 
 HEADS: dict[str, type[CrammedBertPreTrainedModel]] = {
@@ -75,7 +75,7 @@ def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None
                 raise CheckpointError(f"{tokenizer_path}: {tok.get_vocab_size()} tokens but the model has "
                                       f"{net.config.vocab_size} embedding rows; save it with the tokenizer it was "
                                       "trained with")
-            for name, value in special_ids(tmp, tok).config_fields().items():
+            for name, value in checkpoint_special_ids(tmp, tok).config_fields().items():
                 setattr(net.config, name, value)
         with quiet_transformers():
             net.save_pretrained(tmp)
@@ -184,7 +184,7 @@ def _read_own(folder: Path, raw: dict[str, Any]) -> Source:
     config = _config(fields, folder / "config.json")
     special = None
     if (folder / "tokenizer.json").is_file():
-        special = special_ids(folder)
+        special = checkpoint_special_ids(folder)
         wrong = [f"{name} {getattr(config, name)} (tokenizer: {value})" for name, value in
                  special.config_fields().items() if getattr(config, name) not in (None, value)]
         if wrong:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from cramcli.model import convert
 from cramcli.model.errors import CheckpointError
 from cramcli.model.source import Source, check_finite
-from cramcli.model.tokenizer import load_tokenizer, special_ids
+from cramcli.model.tokenizer import checkpoint_special_ids, load_tokenizer
 from cramcli.utils.jsonfile import read_object
 
 WEIGHTS = "model.safetensors"
@@ -63,7 +63,7 @@ def _read_original(folder: Path, config_file: Path, arch: dict[str, Any] | None,
     special = None
     if (folder / "tokenizer.json").is_file():
         tok = load_tokenizer(folder)
-        special = special_ids(folder, tok)
+        special = checkpoint_special_ids(folder, tok)
         if rows is not None and tok.get_vocab_size() > rows:
             raise CheckpointError(f"{folder / 'tokenizer.json'}: {tok.get_vocab_size()} tokens but the embedding in "
                                   f"{weights.name} has {rows} rows; put the run's own tokenizer beside the weights")

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
+from cramcli.data.tokenizer import SpecialIds
 from cramcli.model.errors import CheckpointError
-from cramcli.model.tokenizer import SpecialIds
 
 
 @dataclass
