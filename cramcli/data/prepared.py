@@ -63,6 +63,11 @@ def pointer_path(budget_name: str, root: Path = DATA_ROOT) -> Path:
     return root / f"latest_{budget_name}.json"
 
 
+def write_pointer(budget_name: str, folder: Path, root: Path = DATA_ROOT) -> None:
+    """Point `cram pretrain --budget NAME` at `folder`."""
+    write_json(pointer_path(budget_name, root), {"path": str(Path(folder).resolve())})
+
+
 def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | None:
     """The folder `cram prepare-data --budget NAME` wrote last, or None when there is none (or it is gone)."""
     pointer = pointer_path(budget_name, root)
