@@ -99,6 +99,14 @@ def test_import_cramcli_registers_the_auto_classes_and_the_cli_stays_light(ckpt:
     assert "torch" not in imported and "transformers" not in imported  # `cram --help` stays fast
 
 
+def test_import_cramcli_after_transformers_registers_too(ckpt: Path) -> None:
+    """transformers' auto module already loaded when cramcli is imported: registration happens at once."""
+    code = ("from transformers import AutoModelForMaskedLM\nimport cramcli\n"
+            f"print(type(AutoModelForMaskedLM.from_pretrained({str(ckpt)!r})).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "CrammedBertForMaskedLM", out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_transformers_entry_point_works_after_import_cramcli(ckpt: Path, dtype: torch.dtype) -> None:
     # This module imported cramcli (through cramcli.cli); the subprocess test above checks `import cramcli` alone.
