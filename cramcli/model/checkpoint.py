@@ -6,8 +6,8 @@ What `read_checkpoint` accepts (`resolve` finds the checkpoint inside a run fold
   writes one to `RUN/final/`.
 - the original cramming layouts (hub and run), read into cram's names by `model/original.py`.
 
-Special-token ids come from the checkpoint's tokenizer (`cramcli/model/tokenizer.py`); a config that names
-other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the file and the fix.
+Special-token ids come from the checkpoint's tokenizer (the one rule: `cramcli/data/tokenizer.special_ids`); a
+config that names other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the file and the fix.
 """
 
 from __future__ import annotations
