@@ -164,9 +164,12 @@ def test_outputs_follow_the_transformers_conventions(tok: Any) -> None:
 
 
 def test_the_arch_budget_picks_dropout_and_pooling() -> None:
-    token, qa, choice = (build(h, classifier_dropout=0.3, pooler="avg") for h in ("token", "qa", "choice"))
+    arch = ArchBudget(layout="v2", num_layers=1, hidden_size=32, num_heads=4, intermediate_size=64, vocab_size=90,
+                      max_seq_length=SEQ, classifier=ClassifierBudget(pooler="avg", head_dim=24, dropout=0.3))
+    token, qa, choice = (HEADS[h](CrammedBertConfig.from_arch(arch)) for h in ("token", "qa", "choice"))
     assert token.dropout.p == qa.dropout.p == choice.pooler.dropout.p == 0.3
-    assert choice.pooler.mode == "avg" and choice.classifier.in_features == 32  # classifier.head_dim
+    assert choice.pooler.mode == "avg" and choice.classifier.in_features == 24  # classifier.head_dim
+    choice.eval()
     # avg pooling ignores padded positions: changing a padded token changes nothing.
     ids = torch.randint(7, 90, (1, 2, 10))
     mask = torch.ones_like(ids)
