@@ -149,6 +149,25 @@ class ArchBudget(_Strict):
     sparse_prediction: Literal["off", "dynamic", "static"] = "dynamic"
     """Decode only masked positions: their exact count (`dynamic`, v1) or a fixed share of every row (`static`,
     v2; shapes stay constant for torch.compile)."""
+    position_embedding: Literal["scaled-sinusoidal", "rotary", "rotary+sinusoidal"] = "scaled-sinusoidal"
+    """Positions: the recipe's scaled sinusoid added to the embedding; `rotary` (RoPE, Su et al. 2021, arXiv
+    2104.09864) rotates queries and keys in every attention layer instead; `rotary+sinusoidal` does both."""
+    rotary_base: Annotated[float, Field(gt=1.0, le=1e9)] = 10000.0
+    """RoPE base θ: frequencies θ^(−2i/head_size)."""
+    qk_norm: Literal["none", "rms", "layer"] = "none"
+    """Normalise queries and keys per head before the dot product (QK-norm; OLMo 2, modded-nanoGPT): `rms`
+    (RMSNorm) or `layer` (LayerNorm), each with a learned scale per head dimension; `none` (recipe)."""
+    activation: Literal["gelu", "relu2", "silu"] = "gelu"
+    """FFN activation: exact GELU (recipe), ReLU² (So et al., Primer, arXiv 2109.08668) or SiLU (SwiGLU when
+    gated)."""
+    glu: bool = True
+    """Gated FFN (recipe): the input projection's halves are x and gate, out = x · act(gate). Off: a plain FFN
+    act(dense_in(x)) whose output projection reads all `intermediate_size` features (more weights)."""
+    zero_init_residual: bool = False
+    """Initialise the attention output and FFN output projections to zero, so every layer starts as the
+    identity (modded-nanoGPT); off: N(0, init_std) as the recipe."""
+    tie_decoder: bool = True
+    """Tie the MLM decoder to the word embedding (recipe); off: the decoder is its own vocab × hidden matrix."""
     classifier: ClassifierBudget = ClassifierBudget()
 
     @model_validator(mode="after")
@@ -158,8 +177,11 @@ class ArchBudget(_Strict):
                 f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
                 f" (allowed num_heads: {_divisors(self.hidden_size)})"
             )
-        if self.intermediate_size % 2:
+        if self.glu and self.intermediate_size % 2:
             raise ValueError(f"intermediate_size {self.intermediate_size} must be even (the gated FFN splits it)")
+        if self.position_embedding != "scaled-sinusoidal" and self.hidden_size // self.num_heads % 2:
+            raise ValueError(f"rotary positions need an even head size; hidden_size {self.hidden_size} / num_heads "
+                             f"{self.num_heads} = {self.hidden_size // self.num_heads}")
         return self
 
 

@@ -11,6 +11,10 @@ Backends (`config.attention`):
 - `flash`: the flash-attn package (CUDA, fp16/bf16 only); padded batches go through its varlen kernel.
 - `reference`: softmax(QKᵀ/√d)·V written out, for tests.
 All honour the padding mask unless `config.legacy_ignore_padding` (the original v1 flash model ignored it).
+
+Options (off in the recipe): QK-norm (`config.qk_norm`) normalises each head's queries and keys, then rotary
+positions (`config.position_embedding`) rotate them; both act on the projected q and k before any backend, so
+every backend computes the same function from the same weights and `convert-attention` stays a plain copy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,39 @@ def padding_mask(attention_mask: torch.Tensor | None, config: CrammedBertConfig)
     return attention_mask.bool()
 
 
+def rotary_tables(max_seq_length: int, head_size: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of position · θ^(−2i/d) → two [S, head_size] tables, each frequency used for both halves."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size))
+    angles = torch.outer(torch.arange(max_seq_length, dtype=torch.float64), inv_freq)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer), the half-split form: dims i and i + d/2 form a rotated pair.
+    The tables are non-persistent buffers (never saved; rebuilt by `_init_weights` after a meta-device init)."""
+
+    def __init__(self, config: CrammedBertConfig) -> None:
+        super().__init__()
+        self.head_size, self.base, self.max_seq_length = config.head_size, config.rotary_base, config.max_seq_length
+        cos, sin = rotary_tables(config.max_seq_length, config.head_size, config.rotary_base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, heads, S, d] → the same, each position rotated by its angles (in x's dtype)."""
+        seq = x.shape[2]
+        cos, sin = self.cos[:seq].to(x.dtype), self.sin[:seq].to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+
+def _head_norm(kind: str, config: CrammedBertConfig) -> nn.Module:
+    if kind == "rms":
+        return nn.RMSNorm(config.head_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.head_size, eps=config.norm_eps)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: CrammedBertConfig) -> None:
         super().__init__()
@@ -40,16 +77,36 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.q_norm = _head_norm(config.qk_norm, config) if config.qk_norm != "none" else None
+        self.k_norm = _head_norm(config.qk_norm, config) if config.qk_norm != "none" else None
+        self.rotary = Rotary(config) if config.uses_rotary else None
+
+    def _rewrite_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """QK-norm, then rotary positions, on q and k [B, heads, S, d], back in their dtype (autocast runs
+        norms in fp32)."""
+        dtype = q.dtype
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q).to(dtype), self.k_norm(k).to(dtype)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, hidden], mask bool [B, S] (True = attend) or None → [B, S, hidden]."""
         batch, seq, hidden = x.shape
         qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_size)
         dropout = self.dropout if self.training else 0.0
+        rewrite = self.rotary is not None or self.q_norm is not None
         if self.backend == "flash":
+            if rewrite:  # flash-attn takes packed [B, S, 3, heads, d]: rewrite in that layout, then repack
+                q, k, v = qkv.unbind(2)
+                q, k = self._rewrite_qk(q.transpose(1, 2), k.transpose(1, 2))
+                qkv = torch.stack((q.transpose(1, 2), k.transpose(1, 2), v), dim=2)
             out = _flash(qkv, mask, dropout)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
+            if rewrite:
+                q, k = self._rewrite_qk(q, k)
             keys = None if mask is None else mask[:, None, None, :]  # broadcast over heads and queries
             if self.backend == "reference":
                 out = _reference(q, k, v, keys, dropout)
