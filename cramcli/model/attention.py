@@ -82,11 +82,11 @@ class SelfAttention(nn.Module):
         self.rotary = Rotary(config) if config.uses_rotary else None
 
     def _rewrite_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """QK-norm, then rotary positions, on q and k [B, heads, S, d], back in their dtype (autocast runs
-        norms in fp32)."""
+        """QK-norm, then rotary positions, on q and k [B, heads, S, d]. The norms compute in fp32, as autocast
+        runs the model's LayerNorms, and hand back the input's dtype for the attention kernel."""
         dtype = q.dtype
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q).to(dtype), self.k_norm(k).to(dtype)
+            q, k = self.q_norm(q.float()).to(dtype), self.k_norm(k.float()).to(dtype)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         return q, k
