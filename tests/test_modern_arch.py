@@ -75,19 +75,19 @@ def test_rotary_needs_an_even_head_size_and_a_plain_ffn_an_odd_width_is_fine() -
 def test_rotary_scores_depend_only_on_the_relative_offset() -> None:
     rotary = attention.Rotary(tiny(position_embedding="rotary"))
     gen = torch.Generator().manual_seed(0)
-    q, k = torch.randn(1, 1, 1, 8, generator=gen), torch.randn(1, 1, 1, 8, generator=gen)
+    q, k = torch.randn(8, generator=gen), torch.randn(8, generator=gen)
     seq = 16
 
     def score(m: int, n: int) -> float:
-        qs, ks = torch.zeros(1, 1, seq, 8), torch.zeros(1, 1, seq, 8)
-        qs[:, :, m], ks[:, :, n] = q[0, 0, 0], k[0, 0, 0]
-        return float((rotary(qs)[0, 0, m] * rotary(ks)[0, 0, n]).sum())
+        qs, ks = torch.zeros(1, seq, 1, 8), torch.zeros(1, seq, 1, 8)  # [B, S, heads, d]
+        qs[0, m, 0], ks[0, n, 0] = q, k
+        return float((rotary(qs)[0, m, 0] * rotary(ks)[0, n, 0]).sum())
 
     assert score(2, 5) == pytest.approx(score(9, 12), abs=1e-5)
     assert score(2, 5) != pytest.approx(score(2, 6), abs=1e-3)
-    x = torch.randn(2, 4, seq, 8, generator=gen)
+    x = torch.randn(2, seq, 2, 4, 8, generator=gen)  # [B, S, (q, k), heads, d]
     torch.testing.assert_close(rotary(x).norm(dim=-1), x.norm(dim=-1))  # a rotation
-    torch.testing.assert_close(rotary(x)[:, :, 0], x[:, :, 0])  # position 0 is not rotated
+    torch.testing.assert_close(rotary(x)[:, 0], x[:, 0])  # position 0 is not rotated
 
 
 def test_rotary_only_models_have_no_absolute_position_but_still_see_order() -> None:

@@ -37,11 +37,12 @@ def padding_mask(attention_mask: torch.Tensor | None, config: CrammedBertConfig)
 
 
 def rotary_tables(max_seq_length: int, head_size: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position · θ^(−2i/d) → two [S, head_size] tables, each frequency used for both halves."""
+    """cos and sin of position · θ^(−2i/d) → two [S, head_size] tables, each frequency used for both halves;
+    the sin table's first half is negated, so a rotation is x·cos + swap_halves(x)·sin."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size))
     angles = torch.outer(torch.arange(max_seq_length, dtype=torch.float64), inv_freq)
-    angles = torch.cat((angles, angles), dim=-1)
-    return angles.cos().float(), angles.sin().float()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1).float(), torch.cat((-sin, sin), dim=-1).float()
 
 
 class Rotary(nn.Module):
@@ -56,17 +57,36 @@ class Rotary(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, heads, S, d] → the same, each position rotated by its angles (in x's dtype)."""
-        seq = x.shape[2]
-        cos, sin = self.cos[:seq].to(x.dtype), self.sin[:seq].to(x.dtype)
+        """x [B, S, ..., d] → the same, position s rotated by its angles (in x's dtype)."""
+        seq, extra = x.shape[1], x.dim() - 3  # axes between the sequence and the head dimension
+        shape = (seq, *(1,) * extra, self.head_size)
+        cos, sin = self.cos[:seq].view(shape).to(x.dtype), self.sin[:seq].view(shape).to(x.dtype)
         first, second = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((-second, first), dim=-1) * sin
+        # (first, second) → (first·cos − second·sin, second·cos + first·sin), in three passes over x.
+        return torch.addcmul(x * cos, torch.cat((second, first), dim=-1), sin)
 
 
-def _head_norm(kind: str, config: CrammedBertConfig) -> nn.Module:
-    if kind == "rms":
-        return nn.RMSNorm(config.head_size, eps=config.norm_eps)
-    return nn.LayerNorm(config.head_size, eps=config.norm_eps)
+class QKNorm(nn.Module):
+    """Normalises each head's query and key over the head dimension (RMSNorm or LayerNorm), with a learned scale
+    (and, for LayerNorm, shift) per dimension, one for queries and one for keys. Computes in fp32, as autocast
+    runs the model's LayerNorms, and hands back the input's dtype for the attention kernel."""
+
+    def __init__(self, config: CrammedBertConfig) -> None:
+        super().__init__()
+        self.kind, self.eps, self.head_size = config.qk_norm, config.norm_eps, config.head_size
+        self.weight = nn.Parameter(torch.ones(2, config.head_size))  # rows: queries, keys
+        self.bias = nn.Parameter(torch.zeros(2, config.head_size)) if self.kind == "layer" else None
+
+    def forward(self, qk: torch.Tensor) -> torch.Tensor:
+        """qk [B, S, 2, heads, d] (queries, keys) → the same, normalised."""
+        x = qk.float()
+        if self.kind == "rms":
+            x = F.rms_norm(x, (self.head_size,), eps=self.eps)
+        else:
+            x = F.layer_norm(x, (self.head_size,), eps=self.eps)
+        if self.bias is None:
+            return (x * self.weight[:, None, :]).to(qk.dtype)
+        return torch.addcmul(self.bias[:, None, :], x, self.weight[:, None, :]).to(qk.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -77,36 +97,33 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.q_norm = _head_norm(config.qk_norm, config) if config.qk_norm != "none" else None
-        self.k_norm = _head_norm(config.qk_norm, config) if config.qk_norm != "none" else None
+        self.qk_norm = QKNorm(config) if config.qk_norm != "none" else None
         self.rotary = Rotary(config) if config.uses_rotary else None
+        self.rewrites_qk = self.qk_norm is not None or self.rotary is not None
 
-    def _rewrite_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """QK-norm, then rotary positions, on q and k [B, heads, S, d]. The norms compute in fp32, as autocast
-        runs the model's LayerNorms, and hand back the input's dtype for the attention kernel."""
-        dtype = q.dtype
-        if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q.float()).to(dtype), self.k_norm(k.float()).to(dtype)
+    def _rewrite_qk(self, qk: torch.Tensor) -> torch.Tensor:
+        """QK-norm, then rotary positions, on queries and keys together: [B, S, 2, heads, d] → the same."""
+        if self.qk_norm is not None:
+            qk = self.qk_norm(qk)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        return q, k
+            qk = self.rotary(qk)
+        return qk
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, hidden], mask bool [B, S] (True = attend) or None → [B, S, hidden]."""
         batch, seq, hidden = x.shape
         qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_size)
         dropout = self.dropout if self.training else 0.0
-        rewrite = self.rotary is not None or self.q_norm is not None
         if self.backend == "flash":
-            if rewrite:  # flash-attn takes packed [B, S, 3, heads, d]: rewrite in that layout, then repack
-                q, k, v = qkv.unbind(2)
-                q, k = self._rewrite_qk(q.transpose(1, 2), k.transpose(1, 2))
-                qkv = torch.stack((q.transpose(1, 2), k.transpose(1, 2), v), dim=2)
+            if self.rewrites_qk:  # flash-attn takes the packed layout
+                qkv = torch.cat((self._rewrite_qk(qkv[:, :, :2]), qkv[:, :, 2:]), dim=2)
             out = _flash(qkv, mask, dropout)
         else:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
-            if rewrite:
-                q, k = self._rewrite_qk(q, k)
+            if self.rewrites_qk:
+                q, k = self._rewrite_qk(qkv[:, :, :2]).permute(2, 0, 3, 1, 4).unbind(0)
+                v = qkv[:, :, 2].transpose(1, 2)
+            else:
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
             keys = None if mask is None else mask[:, None, None, :]  # broadcast over heads and queries
             if self.backend == "reference":
                 out = _reference(q, k, v, keys, dropout)

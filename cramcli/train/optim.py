@@ -10,10 +10,12 @@ import torch
 from cramcli.budgets import OptimizerBudget
 
 
-def is_hidden_matrix(name: str, param: torch.nn.Parameter) -> bool:
-    """Muon's share: the 2-D weights inside the encoder layers (attention qkv and output, FFN in and out).
-    Embeddings, the prediction head and decoder, norms and biases stay on AdamW (Muon is for hidden layers)."""
-    return param.ndim == 2 and ".layers." in f".{name}"
+def hidden_matrices(model: torch.nn.Module) -> set[str]:
+    """Muon's share: the weights of the Linear layers inside the encoder layers (attention qkv and output, FFN in
+    and out). Embeddings, the prediction head and decoder, norms and biases stay on AdamW (Muon is for hidden
+    layers)."""
+    return {f"{name}.weight" for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}" and module.weight.requires_grad}
 
 
 def param_groups(model: torch.nn.Module, no_decay: list[str], weight_decay: float,
@@ -30,8 +32,7 @@ def make_optimizers(model: torch.nn.Module, budget: OptimizerBudget) -> list[tor
     """[AdamW] for `adamw`; [AdamW, Muon] for `muon`. Fused AdamW: one kernel per step on CUDA, one vectorised
     pass per tensor on CPU; deterministic on both. Every group keeps its peak LR as `initial_lr`, which the
     schedule's factor scales (`set_lr`)."""
-    muon_names = {name for name, param in model.named_parameters()
-                  if budget.name == "muon" and param.requires_grad and is_hidden_matrix(name, param)}
+    muon_names = hidden_matrices(model) if budget.name == "muon" else set()
     groups = param_groups(model, budget.no_decay, budget.weight_decay, exclude=muon_names)
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(groups, lr=budget.lr, betas=tuple(budget.betas), eps=budget.eps, fused=True)]
