@@ -179,6 +179,10 @@ class ArchBudget(_Strict):
             )
         if self.glu and self.intermediate_size % 2:
             raise ValueError(f"intermediate_size {self.intermediate_size} must be even (the gated FFN splits it)")
+        return self
+
+    @model_validator(mode="after")
+    def _rotary_head_size_is_even(self) -> ArchBudget:
         if self.position_embedding != "scaled-sinusoidal" and self.hidden_size // self.num_heads % 2:
             raise ValueError(f"rotary positions need an even head size; hidden_size {self.hidden_size} / num_heads "
                              f"{self.num_heads} = {self.hidden_size // self.num_heads}")

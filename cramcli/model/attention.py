@@ -66,27 +66,12 @@ class Rotary(nn.Module):
         return torch.addcmul(x * cos, torch.cat((second, first), dim=-1), sin)
 
 
-class QKNorm(nn.Module):
-    """Normalises each head's query and key over the head dimension (RMSNorm or LayerNorm), with a learned scale
-    (and, for LayerNorm, shift) per dimension, one for queries and one for keys. Computes in fp32, as autocast
-    runs the model's LayerNorms, and hands back the input's dtype for the attention kernel."""
-
-    def __init__(self, config: CrammedBertConfig) -> None:
-        super().__init__()
-        self.kind, self.eps, self.head_size = config.qk_norm, config.norm_eps, config.head_size
-        self.weight = nn.Parameter(torch.ones(2, config.head_size))  # rows: queries, keys
-        self.bias = nn.Parameter(torch.zeros(2, config.head_size)) if self.kind == "layer" else None
-
-    def forward(self, qk: torch.Tensor) -> torch.Tensor:
-        """qk [B, S, 2, heads, d] (queries, keys) → the same, normalised."""
-        x = qk.float()
-        if self.kind == "rms":
-            x = F.rms_norm(x, (self.head_size,), eps=self.eps)
-        else:
-            x = F.layer_norm(x, (self.head_size,), eps=self.eps)
-        if self.bias is None:
-            return (x * self.weight[:, None, :]).to(qk.dtype)
-        return torch.addcmul(self.bias[:, None, :], x, self.weight[:, None, :]).to(qk.dtype)
+def _head_norm(config: CrammedBertConfig) -> nn.Module:
+    """QK-norm of one of queries or keys: over the head dimension, a learned scale (and LayerNorm's shift) per
+    dimension, shared by the heads."""
+    if config.qk_norm == "rms":
+        return nn.RMSNorm(config.head_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.head_size, eps=config.norm_eps)
 
 
 class SelfAttention(nn.Module):
@@ -97,17 +82,21 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.qk_norm = QKNorm(config) if config.qk_norm != "none" else None
+        self.q_norm = _head_norm(config) if config.qk_norm != "none" else None
+        self.k_norm = _head_norm(config) if config.qk_norm != "none" else None
         self.rotary = Rotary(config) if config.uses_rotary else None
-        self.rewrites_qk = self.qk_norm is not None or self.rotary is not None
+        self.rewrites_qk = config.qk_norm != "none" or self.rotary is not None
 
-    def _rewrite_qk(self, qk: torch.Tensor) -> torch.Tensor:
-        """QK-norm, then rotary positions, on queries and keys together: [B, S, 2, heads, d] → the same."""
-        if self.qk_norm is not None:
-            qk = self.qk_norm(qk)
+    def _rewrite_qk(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """QK-norm, then rotary positions: qkv [B, S, 3, heads, d] → q, k (new) and v, each [B, S, heads, d].
+        One `unbind`, whose backward stacks the three gradients in one pass. The norms compute in fp32, as
+        autocast runs the model's LayerNorms, and hand back the input's dtype."""
+        q, k, v = qkv.unbind(2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
         if self.rotary is not None:
-            qk = self.rotary(qk)
-        return qk
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, hidden], mask bool [B, S] (True = attend) or None → [B, S, hidden]."""
@@ -116,12 +105,11 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.backend == "flash":
             if self.rewrites_qk:  # flash-attn takes the packed layout
-                qkv = torch.cat((self._rewrite_qk(qkv[:, :, :2]), qkv[:, :, 2:]), dim=2)
+                qkv = torch.stack(self._rewrite_qk(qkv), dim=2)
             out = _flash(qkv, mask, dropout)
         else:
             if self.rewrites_qk:
-                q, k = self._rewrite_qk(qkv[:, :, :2]).permute(2, 0, 3, 1, 4).unbind(0)
-                v = qkv[:, :, 2].transpose(1, 2)
+                q, k, v = (t.transpose(1, 2) for t in self._rewrite_qk(qkv))
             else:
                 q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
             keys = None if mask is None else mask[:, None, None, :]  # broadcast over heads and queries

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 
-from cramcli.model.attention import QKNorm, Rotary, SelfAttention, padding_mask, rotary_tables
+from cramcli.model.attention import Rotary, SelfAttention, padding_mask, rotary_tables
 from cramcli.model.config import CrammedBertConfig
 
 IGNORE_INDEX = -100
@@ -127,10 +127,6 @@ class CrammedBertPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if getattr(module, "zero_init", False):
             init.zeros_(module.weight)
-        if isinstance(module, QKNorm):
-            init.ones_(module.weight)
-            if module.bias is not None:
-                init.zeros_(module.bias)
         if isinstance(module, Rotary):
             cos, sin = rotary_tables(module.max_seq_length, module.head_size, module.base)
             init.copy_(module.cos, cos)
