@@ -89,11 +89,12 @@ class SelfAttention(nn.Module):
 
     def _rewrite_qk(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """QK-norm, then rotary positions: qkv [B, S, 3, heads, d] → q, k (new) and v, each [B, S, heads, d].
-        One `unbind`, whose backward stacks the three gradients in one pass. The norms compute in fp32, as
-        autocast runs the model's LayerNorms, and hand back the input's dtype."""
+        One `unbind`, whose backward stacks the three gradients in one pass. The norms compute in their weights'
+        dtype (fp32 under autocast, as autocast runs the model's LayerNorms) and hand back the input's."""
         q, k, v = qkv.unbind(2)
         if self.q_norm is not None and self.k_norm is not None:
-            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
+            dtype = self.q_norm.weight.dtype
+            q, k = self.q_norm(q.to(dtype)).to(v.dtype), self.k_norm(k.to(dtype)).to(v.dtype)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         return q, k, v
