@@ -65,6 +65,14 @@ def test_muon_takes_exactly_the_hidden_matrices_with_its_own_settings() -> None:
     assert len(make_optimizers(model, OptimizerBudget())) == 1  # adamw: one optimizer, as the recipe
 
 
+def test_muon_on_a_torch_without_it_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cramcli.utils.errors import UsageError
+
+    monkeypatch.delattr(torch.optim, "Muon")
+    with pytest.raises(UsageError, match="optimizer.name: muon needs torch.optim.Muon"):
+        make_optimizers(_model(), OptimizerBudget.model_validate(MUON))
+
+
 def test_muon_orthogonalises_the_hidden_updates_and_adamw_does_not() -> None:
     model = _model()
     adamw, muon = make_optimizers(model, OptimizerBudget.model_validate(

@@ -8,6 +8,7 @@ from collections.abc import Collection
 import torch
 
 from cramcli.budgets import OptimizerBudget
+from cramcli.utils.errors import UsageError
 
 
 def hidden_matrices(model: torch.nn.Module) -> set[str]:
@@ -37,6 +38,9 @@ def make_optimizers(model: torch.nn.Module, budget: OptimizerBudget) -> list[tor
     optimizers: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(groups, lr=budget.lr, betas=tuple(budget.betas), eps=budget.eps, fused=True)]
     if muon_names:
+        if not hasattr(torch.optim, "Muon"):  # torch ≥ 2.9; cram's floor is older
+            raise UsageError(f"optimizer.name: muon needs torch.optim.Muon (torch 2.9 or newer), this is torch "
+                             f"{torch.__version__}; upgrade torch or use optimizer.name adamw")
         m = budget.muon
         params = [param for name, param in model.named_parameters() if name in muon_names]
         optimizers.append(torch.optim.Muon(params, lr=m.lr, weight_decay=m.weight_decay, momentum=m.momentum,
