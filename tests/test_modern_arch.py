@@ -247,3 +247,20 @@ def test_torch_compile_traces_every_option_in_one_graph_with_the_same_outputs() 
     loss.backward()
     torch.testing.assert_close(loss, eager)
     assert all(p.grad is not None for n, p in model.named_parameters() if ".layers." in n)
+
+
+@pytest.mark.slow
+def test_inductor_compiles_every_option_like_the_trainer_does() -> None:
+    """The default backend (inductor: generated C++ on a CPU), as `compile: true` uses it; no graph breaks."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    config = CrammedBertConfig.from_arch(ArchBudget(layout="v2", **TINY, **MODERN_ARCH, zero_init_residual=True),
+                                         sparse_prediction="static", sparse_rate=0.25)
+    model = CrammedBertForMaskedLM(config).eval()
+    ids, _ = batch()
+    labels = torch.full_like(ids, -100)
+    labels[:, ::4] = ids[:, ::4]
+    eager = model(ids, labels=labels).loss
+    loss = torch.compile(model, fullgraph=True)(ids, labels=labels).loss
+    loss.backward()
+    torch.testing.assert_close(loss, eager, atol=1e-5, rtol=1e-5)
