@@ -52,9 +52,10 @@ def static_prediction_rate(masking: MaskingBudget, tokens: int) -> float:
     """Share of a micro-batch's `tokens` that static sparse prediction decodes (fixed shapes for torch.compile).
 
     A scheduled rate is sized to its highest value, so the decoded count (a shape) never changes during a run
-    and a compiled model never recompiles. Exact masking selects `rate` of every row, so that share is exact. Bernoulli masking selects a varying count
-    (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked position is almost never left out, at the cost
-    of decoding a few unmasked rows whose −100 labels the loss ignores."""
+    and a compiled model never recompiles. Exact masking selects `rate` of every row, so that share is exact.
+    Bernoulli masking selects a varying count (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked
+    position is almost never left out, at the cost of decoding a few unmasked rows whose −100 labels the loss
+    ignores."""
     rate = max(masking.rate, masking.final_rate or 0.0)
     if masking.scheme != "bernoulli":
         return rate
