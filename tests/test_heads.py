@@ -205,13 +205,19 @@ def _outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tor
     return [out[k] for k in ("loss", "logits", "start_logits", "end_logits") if k in out]
 
 
+MODERN = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False}
+"""The arch budget's modern options (docs/recipes.md): the heads sit on whatever encoder the config builds."""
+
+
 @pytest.mark.parametrize("head", list(HEADS))
-def test_save_pretrained_round_trip_through_the_auto_class(head: str, tok: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["recipe", "modern"])
+def test_save_pretrained_round_trip_through_the_auto_class(head: str, options: dict[str, Any], tok: Any,
+                                                           tmp_path: Path) -> None:
     from transformers import AutoModelForMultipleChoice, AutoModelForQuestionAnswering, AutoModelForTokenClassification
 
     auto = {"token": AutoModelForTokenClassification, "qa": AutoModelForQuestionAnswering,
             "choice": AutoModelForMultipleChoice}[head]
-    model = build(head, seed=3)
+    model = build(head, seed=3, **options)
     model.save_pretrained(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["architectures"] == [type(model).__name__]
     back = auto.from_pretrained(tmp_path / "m").eval()
