@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cramcli.utils import disk
 from cramcli.utils.console import Output
 from cramcli.utils.errors import CramError, UsageError
 
@@ -64,7 +65,7 @@ def stage_command(module: str, function: str = "run") -> Callable[..., None]:
 
 
 def _guarded(work: Callable[[], None]) -> None:
-    """User errors become one-line messages with their exit code; Ctrl-C exits 130."""
+    """User errors and failed writes become one-line messages with their exit code; Ctrl-C exits 130."""
     try:
         work()
     except CramError as exc:
@@ -76,6 +77,11 @@ def _guarded(work: Callable[[], None]) -> None:
         if model_errors is None or not isinstance(exc, model_errors.INPUT_ERRORS):
             raise
         _fail(UsageError(str(exc)))
+    except OSError as exc:
+        # A full disk, a file-size limit, a read-only folder: wherever cram writes, one line with the path.
+        if not disk.is_write_error(exc):
+            raise
+        _fail(disk.write_failure(exc))
     except KeyboardInterrupt:
         _err.print("[red]interrupted[/]")
         raise typer.Exit(130) from None

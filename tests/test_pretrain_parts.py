@@ -22,7 +22,7 @@ def test_keep_last_k_and_fallback(tmp_path):
     warnings: list[str] = []
     path, state = checkpointing.load_latest(tmp_path, warn=warnings.append)
     assert state == {"step": 4} and path.name == "step_00000004"
-    assert "unreadable" in warnings[0] and "step_00000006" in warnings[0]
+    assert "skipped" in warnings[0] and "truncated" in warnings[0] and "step_00000006" in warnings[0]
 
 
 def test_disk_full_keeps_previous_state(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ from cramcli.model.modeling import (
     CrammedBertPreTrainedModel,
 )
 from cramcli.model.tokenizer import TOKENIZER_FILES, SpecialIds, copy_tokenizer, load_tokenizer, special_ids
+from cramcli.utils import disk
 from cramcli.utils.atomic import atomic_dir
 
 __all__ = ["TOKENIZER_FILES", "CheckpointError", "Source", "build_model", "find_checkpoint", "is_checkpoint",
@@ -104,7 +105,13 @@ def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None
             for name, value in special_ids(tmp, tok).config_fields().items():
                 setattr(net.config, name, value)
         with quiet_transformers():
-            net.save_pretrained(tmp)
+            try:
+                net.save_pretrained(tmp)
+            except Exception as exc:  # safetensors reports a full disk in its own error type: keep the errno
+                os_error = disk.as_os_error(exc, Path(out_dir) / WEIGHTS)
+                if os_error is None:
+                    raise
+                raise os_error from None
     return Path(out_dir)
 
 

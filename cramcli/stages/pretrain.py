@@ -16,7 +16,7 @@ from cramcli import budgets
 from cramcli.data.prepared import open_for_training
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import run_folder
+from cramcli.utils import disk, run_folder
 from cramcli.utils.atomic import write_bytes, write_json
 from cramcli.utils.console import Output, summary_table
 from cramcli.utils.errors import RunError, UsageError
@@ -46,6 +46,7 @@ def run(
     Checkpoints every few minutes and on Ctrl-C/SIGTERM; [bold]--resume[/] continues exactly. Under torchrun
     it trains data-parallel (DDP).
     """
+    from cramcli.train.checkpointing import newest_state
     from cramcli.train.dashboard import Dashboard
     from cramcli.train.distributed import barrier, process_group
     from cramcli.train.trainer import NonFiniteLoss, Trainer
@@ -84,7 +85,7 @@ def run(
             barrier(world)
             dash = Dashboard(output.console, enabled=rank == 0 and not output.quiet)
             trainer = Trainer(t, a, prepared, run_dir, device=dev, rank=rank, world=world, seed=seed,
-                              config_key=key, dashboard=dash, peak_tflops=peak_tflops)
+                              config_key=key, dashboard=dash, peak_tflops=peak_tflops, warn=output.warn)
             if resume:
                 try:
                     path = trainer.resume(output.warn)
@@ -99,15 +100,21 @@ def run(
                     **prepared.source_record(), "world_size": world, "seed": seed, "config_key": key})
             try:
                 reason = trainer.run()
+                final = trainer.export()
+                if rank == 0:
+                    write_bytes(run_dir / "training.png",
+                                training_png(trainer.progress.log.rows, f"cram pretrain — {run_dir.name}"))
+                    report = {**trainer.summary(reason, final), "budget_name": budgets.file_label("train", budget)}
+                    output.report(report, summary_table("cram pretrain", {k: report[k] for k in _SHOWN}),
+                                  run_dir / "report.json")
             except NonFiniteLoss as exc:
                 raise RunError(str(exc)) from None
-            final = trainer.export()
-            if rank == 0:
-                write_bytes(run_dir / "training.png",
-                            training_png(trainer.progress.log.rows, f"cram pretrain — {run_dir.name}"))
-                report = {**trainer.summary(reason, final), "budget_name": budgets.file_label("train", budget)}
-                output.report(report, summary_table("cram pretrain", {k: report[k] for k in _SHOWN}),
-                              run_dir / "report.json")
+            except OSError as exc:  # metrics.jsonl, the chart, the report: say what is left to resume from
+                if not disk.is_write_error(exc):
+                    raise
+                newest = newest_state(run_dir)
+                raise disk.write_failure(exc, intact=f"checkpoint {newest} is intact; free space and run with "
+                                         "--resume" if newest else "free space and start again with --force") from None
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:
