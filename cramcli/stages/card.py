@@ -190,9 +190,10 @@ def _training_png(run_dir: Path | None) -> bytes | None:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         return None
+    from cramcli.train.metrics import read_metrics
     from cramcli.utils.plots import training_png
 
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics)
     return training_png(rows, f"cram pretrain — {run_dir.name}")
 
 

@@ -172,7 +172,9 @@ def _step(output: Output, name: str, path: Path, call: Callable[[], Any], done: 
 
 def mlm_losses(run_dir: Path) -> tuple[float, float]:
     """MLM loss at the start (first logged step) and the end (mean of the last three logged steps)."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from cramcli.train.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
     losses = [float(r["loss"]) for r in rows if r.get("loss") is not None]
     if not losses:
         raise RunError(f"{run_dir / 'metrics.jsonl'}: no logged loss; the pretraining ran no optimizer step")

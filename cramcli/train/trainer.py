@@ -56,7 +56,7 @@ class Trainer:
                               special=self.special, world=world)
         self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
         self.cursor = DataCursor(data, self.global_micro)
-        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))
+        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0, warn=warn))
         self.stops = StopConditions(train)
         self.checkpointer = Checkpointer(
             self.run_dir, {"model": self.step, "clock": self.clock, "data": self.cursor, "rng": RngState(),
