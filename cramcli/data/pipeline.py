@@ -235,8 +235,10 @@ def prepare(
     progress: Progress,
     chash: str,
     filter_tokenizer: Tokenizer | None = None,
+    warn: Callable[[str], object] | None = None,
 ) -> Result:
-    """Run all phases into `workdir`; leaves manifest.json, tokenizer.json and the shards there."""
+    """Run all phases into `workdir`; leaves manifest.json, tokenizer.json and the shards there. `warn` hears
+    of a shard that will not fit on the disk before it is written."""
     result = Result()
     counts = result.counts
     t0 = time.perf_counter()
@@ -286,7 +288,7 @@ def prepare(
     order = packing.row_order(budget.ordering, counts.rows, budget.seed, scores)[: budget.max_rows]
     counts.rows_dropped_by_cap = counts.rows - len(order)
     shards, data_hash = packing.write_shards(
-        workdir / ROWS, order, dtype, budget.seq_length, counts.rows, workdir, advance
+        workdir / ROWS, order, dtype, budget.seq_length, counts.rows, workdir, advance, warn
     )
     (workdir / ROWS).unlink()
     (workdir / SPOOL).unlink()

@@ -1,22 +1,31 @@
 """Reading a prepared-data folder (what `cram prepare-data` writes and `cram pretrain` reads).
 
 Layout: `manifest.json` (format `cram-prepared/1`), `tokenizer.json`, and shards `tokens_NNNNN.bin`, each a
-raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able).
+raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able). Each shard entry
+records its `checksum` (`xxh3_64:HEX` of the file's bytes; folders prepared before it have none).
+
+Two independent checks keep damaged data away from the model: `verify` compares every shard with its
+checksum before training (what a flipped bit or an edited file changes), and `rows` checks every id it hands
+out against the vocabulary (what would otherwise crash the embedding, or a GPU with a device-side assert).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from cramcli.utils.errors import UsageError
 
 FORMAT = "cram-prepared/1"
 DATA_ROOT = Path("outputs/data")
 _CREATE = "create it with `cram prepare-data`"
+_ID_CHECK_ROWS = 1 << 16
 
 
 def pointer_path(budget_name: str, root: Path = DATA_ROOT) -> Path:
@@ -34,9 +43,28 @@ def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | Non
     return path if (path / "manifest.json").is_file() else None
 
 
-def open_for_training(data: Path | None, budget_label: str, arch: Any) -> PreparedData:
+def new_checksum() -> Any:
+    """The shard checksum's hasher: xxh3_64, fast enough to re-read a corpus before training."""
+    return xxhash.xxh3_64()
+
+
+def checksum_text(hasher: Any) -> str:
+    return f"xxh3_64:{hasher.hexdigest()}"
+
+
+def shard_checksum(file: Path, chunk: int = 8 << 20) -> str:
+    hasher = new_checksum()
+    with open(file, "rb") as handle:
+        while block := handle.read(chunk):
+            hasher.update(block)
+    return checksum_text(hasher)
+
+
+def open_for_training(data: Path | None, budget_label: str, arch: Any, *, verify: bool = True,
+                      warn: Callable[[str], object] = print) -> PreparedData:
     """The prepared data `cram pretrain` trains on (`--data`, else what prepare-data wrote last for the same
-    budget name), checked against the arch: vocabulary, sequence length, tokenizer present."""
+    budget name), checked against the arch: vocabulary, sequence length, tokenizer present; and, unless
+    `verify` is off (`--no-verify`, said through `warn`), every shard against its checksum."""
     if data is None:
         data = default_prepared_dir(budget_label)
         if data is None:
@@ -51,6 +79,14 @@ def open_for_training(data: Path | None, budget_label: str, arch: Any) -> Prepar
                          f"{arch.max_seq_length}; use a matching --arch or re-run prepare-data")
     if not prepared.tokenizer_path.is_file():
         raise UsageError(f"{prepared.tokenizer_path}: tokenizer missing from the prepared data; re-run prepare-data")
+    if verify:
+        result = prepared.verify()
+        if result["unchecked"]:
+            warn(f"{prepared.path}: {len(result['unchecked'])} shard(s) have no checksum in the manifest (prepared "
+                 "by an earlier cram) and were not verified; re-run prepare-data --force to add them")
+    else:
+        warn(f"--no-verify: {len(prepared.shards)} shard(s), {prepared.total_bytes:,} bytes in {prepared.path} were "
+             "not checked against their checksums (ids are still checked against the vocabulary)")
     return prepared
 
 
@@ -76,10 +112,11 @@ class PreparedData:
         self.vocab_size = int(self.manifest["vocab_size"])
         self.dtype = np.dtype(self.manifest["dtype"])
         self.tokenizer_path = self.path / self.manifest.get("tokenizer", "tokenizer.json")
+        self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
         self._maps: list[np.memmap] = []
         self._starts: list[int] = []
-        start = 0
-        for shard in self.manifest["shards"]:
+        self.total_bytes = start = 0
+        for shard in self.shards:
             file = self.path / shard["file"]
             rows = int(shard["rows"])
             expected = rows * self.seq_length * self.dtype.itemsize
@@ -88,10 +125,38 @@ class PreparedData:
             self._maps.append(np.memmap(file, dtype=self.dtype, mode="r", shape=(rows, self.seq_length)))
             self._starts.append(start)
             start += rows
+            self.total_bytes += expected
         self.num_rows = start
         if self.num_rows != int(self.manifest["num_rows"]):
             raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
                              f"{self.manifest['num_rows']}; {_CREATE} again")
+
+    def verify(self, *, ids: bool = False) -> dict[str, Any]:
+        """Re-read every shard and compare it with the manifest's checksum, and with `ids` every token id with
+        the vocabulary; UsageError naming the first shard (and row) that fails. Returns what was checked (and
+        which shards had no checksum to check against)."""
+        t0, checked, unchecked = time.perf_counter(), [], []
+        for shard in self.shards:
+            file, want = self.path / shard["file"], shard.get("checksum")
+            if not want:
+                unchecked.append(shard["file"])
+                continue
+            got = shard_checksum(file)
+            if got != want:
+                raise UsageError(f"{file}: checksum {got} differs from the manifest's {want}: the shard changed "
+                                 f"after prepare-data wrote it (disk or copy error, or an edit); re-run "
+                                 f"`cram prepare-data --force` for {self.path}")
+            checked.append(shard["file"])
+        if ids:
+            for start in range(0, self.num_rows, _ID_CHECK_ROWS):
+                self.rows(start, min(_ID_CHECK_ROWS, self.num_rows - start))  # raises on the first bad id
+        return {"ids_checked": ids, "path": str(self.path), "verified": checked, "unchecked": unchecked, "bytes": self.total_bytes,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    def locate(self, row: int) -> tuple[Path, int]:
+        """The shard file and the row inside it of global row `row`."""
+        index = int(np.searchsorted(self._starts, row, side="right")) - 1
+        return self.path / self.shards[index]["file"], row - self._starts[index]
 
     def source_record(self) -> dict[str, Any]:
         """Where the rows came from (for run-config.json and the model card): the source and the data budget."""
@@ -115,4 +180,18 @@ class PreparedData:
             take = min(len(data) - lo, count - filled)
             out[filled : filled + take] = data[lo : lo + take]
             filled += take
+        self._check_ids(out, start)
         return out
+
+    def _check_ids(self, rows: np.ndarray, start: int) -> None:
+        """Every id inside the vocabulary, checked on the host in one vectorised pass (a bad id would crash the
+        embedding; on a GPU as a device-side assert that takes the CUDA context down)."""
+        bad = (rows >= self.vocab_size) | (rows < 0)
+        if not bad.any():
+            return
+        flat = int(np.argmax(bad))
+        row, column = divmod(flat, self.seq_length)
+        file, shard_row = self.locate(start + row)
+        raise UsageError(f"{file}: row {shard_row} holds token id {int(rows[row, column])} at position {column}, "
+                         f"outside the vocabulary of {self.vocab_size}; the shard is damaged — re-run "
+                         f"`cram prepare-data --force` for {self.path}")

@@ -4,14 +4,13 @@ pre-tokenized corpus (an `input_ids` column, its own tokenizer beside it) → th
 The output folder is keyed by a content hash of the budget, the source's identity, the tokenizer and the code
 format: the same command twice reuses the cached folder; any change builds a new one. Work happens in a
 hidden `.NAME.*.partial` folder beside the output that is renamed only when everything is written, so an
-interrupted run never leaves a folder that looks finished; the next run removes the dead leftovers.
+interrupted run never leaves a folder that looks finished; the next run removes the dead leftovers
+(`utils/run_folder.remove_dead_partials`, which says when a work folder counts as dead).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,11 +25,9 @@ from cramcli.data.prepared import DATA_ROOT, pointer_path
 from cramcli.data.progress import PhaseBars
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import atomic, run_folder
-from cramcli.utils.console import Output
+from cramcli.utils import atomic, disk, run_folder
+from cramcli.utils.console import Output, summary_table
 from cramcli.utils.errors import UsageError
-
-_OWNER = ".owner_pid"
 
 
 def run(
@@ -44,11 +41,16 @@ def run(
     workers: Annotated[int, typer.Option("--workers", help="Worker processes for normalising/filtering (0 = all cores).")] = 0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override the budget's seed (document shuffle, random ordering).")] = None,
     force: options.Force = False,
+    verify: Annotated[Optional[Path], typer.Option("--verify", metavar="DIR", help="Only check the prepared-data folder DIR: every shard against the checksum in its manifest, every token id against the vocabulary. Builds nothing.")] = None,
 ) -> None:
     """Raw text → normalised, filtered, deduplicated, tokenized, packed rows that [bold]cram pretrain[/] reads.
 
     The same command twice reuses the cached result; any change to the budget, source or tokenizer rebuilds.
+    [bold]--verify DIR[/] checks a prepared folder instead (exit 0 when it is intact).
     """
+    if verify is not None:
+        _verify(output, verify)
+        return
     # Imported here: the pipeline pulls in datasketch and scipy, which `cram --help` must not pay for.
     from cramcli.data import filters, pipeline, pretokenized
     from cramcli.data.sources import open_source
@@ -116,18 +118,34 @@ def _build(
         output.report(report, _table(cached, final, reused=True))
         return
 
-    _remove_dead_partials(final)
-    with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data", settings_fingerprint=chash,
-                                                           force=True) as work:
-        (work / _OWNER).write_text(str(os.getpid()))
-        with PhaseBars(output.console) as bars:
-            manifest = build(work, bars)
-        (work / _OWNER).unlink()
-        # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
-        atomic.write_json(work / "manifest.json", manifest)
+    try:
+        with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data",
+                                                               settings_fingerprint=chash, force=True) as work:
+            with PhaseBars(output.console) as bars:
+                manifest = build(work, bars)
+            # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
+            atomic.write_json(work / "manifest.json", manifest)
+    except OSError as exc:
+        if not disk.is_write_error(exc):
+            raise
+        before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
+        raise disk.write_failure(exc, final, intact=f"{before} (the work folder was removed); free space and run the "
+                                 "same command again") from None
     _write_pointer(budget_name, final)
     report = {"reused": False, "path": str(final), **_summary(manifest)}
     output.report(report, _table(manifest, final, reused=False), final / "report.json")
+
+
+def _verify(output: Output, folder: Path) -> None:
+    from cramcli.data.prepared import PreparedData
+
+    report = PreparedData(folder).verify(ids=True)
+    if report["unchecked"]:
+        output.warn(f"{len(report['unchecked'])} shard(s) have no checksum in the manifest (prepared by an earlier "
+                    "cram): their ids were checked, their bytes could not be")
+    output.report(report, summary_table(f"verified {folder}", {
+        "shards verified": len(report["verified"]), "shards without checksum": len(report["unchecked"]),
+        "token ids in vocabulary": "all", "bytes read": f"{report['bytes']:,}", "seconds": report["seconds"]}))
 
 
 def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
@@ -152,22 +170,6 @@ def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | N
         raise UsageError(f"{final}: an unfinished prepared-data folder; pass --force to rebuild it or choose another "
                          f"--out")
     return None
-
-
-def _remove_dead_partials(final: Path) -> None:
-    """Delete work folders of earlier runs of this output that were killed (their owner process is gone)."""
-    if not final.parent.is_dir():
-        return
-    for partial in final.parent.glob(f".{final.name}.*.partial"):
-        try:
-            pid = int((partial / _OWNER).read_text())
-            os.kill(pid, 0)
-            continue  # still running: another prepare-data owns it
-        except ProcessLookupError:
-            pass
-        except (OSError, ValueError):
-            pass  # no readable owner: killed before it was written
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 @contextmanager

@@ -31,6 +31,7 @@ def run(
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared-data folder (default: what prepare-data wrote for the same budget).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: outputs/runs/<budget>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every shard of --data against its checksum before training (--no-verify skips it for huge corpora and says what it skipped; ids are always checked against the vocabulary).")] = True,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps (a cap; the schedule follows the budget's schedule_clock).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
@@ -67,7 +68,9 @@ def run(
         raise UsageError(f"{run_dir}: no training checkpoint to resume from; start without --resume")
 
     with process_group(device, gpu) as (dev, rank, world):
-        prepared = open_for_training(data, label, a)
+        # Rank 0 alone re-reads the shards (every rank reads the same files); the others stay quiet about it.
+        prepared = open_for_training(data, label, a, verify=verify and rank == 0,
+                                     warn=output.warn if rank == 0 else lambda _: None)
         if t.micro_batch_size * world > prepared.num_rows:
             raise UsageError(f"{prepared.path}: {prepared.num_rows} rows cannot fill one micro-batch of "
                              f"{t.micro_batch_size}×{world} ranks; prepare more data or lower --micro-batch-size")
