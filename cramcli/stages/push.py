@@ -8,6 +8,7 @@ Every problem (no token, offline, unreachable hub, rejected token, bad repo id) 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,7 +16,7 @@ import typer
 from rich.table import Table
 
 from cramcli.utils.console import Output
-from cramcli.utils.errors import UsageError
+from cramcli.utils.errors import RunError, UsageError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _LOGIN = "set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) or run `hf auth login`"
@@ -117,13 +118,19 @@ class _hub_errors:
         if _is_network_error(exc):
             raise UsageError(f"cannot reach the hub at {self.endpoint} ({type(exc).__name__}: {first}); check the "
                              "network connection (or HF_ENDPOINT), then push again") from None
+        if isinstance(exc, OSError):  # a local file: unreadable, vanished, the client's cache on a full disk
+            raise RunError(f"{exc.filename or 'a local file'}: {exc.strerror or first} — a local file problem, not "
+                           "the hub; fix it and push again") from None
         return False
 
 
 def _is_network_error(exc: BaseException) -> bool:
-    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses."""
-    if isinstance(exc, OSError):  # includes requests' ConnectionError (huggingface_hub < 1.0)
+    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses; never a local
+    file's OSError."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
         return True
+    if isinstance(exc, OSError) and type(exc).__module__.split(".")[0] in ("requests", "urllib3"):
+        return True  # requests' ConnectionError/Timeout are OSErrors (huggingface_hub < 1.0)
     classes: list[type] = []
     for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",))):
         try:
