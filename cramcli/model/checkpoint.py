@@ -16,6 +16,7 @@ other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -335,6 +336,10 @@ def _load_weights(file: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{file}: weight file missing (expected {WEIGHTS} or {HUB_V1_WEIGHTS} beside "
                               "config.json)") from None
+    except pickle.UnpicklingError:  # weights_only=True met something other than tensors and plain values
+        raise CheckpointError(f"{file}: refused: loading it would run code or build objects a weight file never "
+                              "holds; nothing was executed — use the checkpoint's model.safetensors, or a trusted "
+                              "copy of this file") from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{file}: cannot read the weights, the file is truncated or corrupt ({reason})") from None
@@ -397,6 +402,7 @@ def _from_pretrained(source: Source, head: str, config: CrammedBertConfig) -> Cr
     """cram's own format: transformers' from_pretrained, then every stored tensor compared with the model's."""
     with quiet_transformers():
         model, info = HEADS[head].from_pretrained(source.folder, config=config, ignore_mismatched_sizes=True,
+                                                  use_safetensors=True,  # never a pickle, whatever sits beside
                                                   output_loading_info=True)
     missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder.") or head != "cls")
     if missing:

@@ -129,7 +129,8 @@ def _build(
         if not disk.is_write_error(exc):
             raise
         before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
-        raise disk.write_failure(exc, final, intact=f"{before} (the work folder was removed); free space and run the "
+        where = f"{final} (writing {Path(exc.filename).name})" if exc.filename else final
+        raise disk.write_failure(exc, where, intact=f"{before} (the work folder was removed); free space and run the "
                                  "same command again") from None
     _write_pointer(budget_name, final)
     report = {"reused": False, "path": str(final), **_summary(manifest)}

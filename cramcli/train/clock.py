@@ -6,6 +6,10 @@ construction, a moment earlier); torch.compile compiles inside the first steps, 
 against the budget, as it did in the original. `steps` mode: the share of `max_steps` done — deterministic, so a resumed run is
 bitwise identical to an uninterrupted one. Stop caps (`max_steps`, `max_tokens`, the hours) are not the clock's
 business: they live in `train/stopping.py`.
+
+A resume keeps the hours the schedule was laid over: in `time` mode a resume with other `--hours` is refused,
+since the fraction spent would change at once and the LR and batch ramp jump with it (to train longer, start a
+new run with the longer budget). In `steps` mode the hours are only a stop cap and may change.
 """
 
 from __future__ import annotations
@@ -42,11 +46,18 @@ class ScheduleClock:
         return min((self.elapsed() if elapsed is None else elapsed) / self.budget_seconds, 1.0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": self.elapsed(), "mode": self.mode}
+        return {"elapsed": self.elapsed(), "mode": self.mode, "budget_seconds": self.budget_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mode = state.get("mode", "steps" if state.get("max_steps") else "time")
         if mode != self.mode:
             raise ValueError(f"the run's schedule followed {mode}; this budget's schedule_clock is {self.mode!r}. "
                              f"Resume with schedule_clock {mode!r}, or start a new run")
+        planned = state.get("budget_seconds")
+        if mode == "time" and planned is not None and abs(planned - self.budget_seconds) > 1e-6:
+            spent = float(state["elapsed"])
+            raise ValueError(f"the run's schedule is laid over {planned / 3600:g} h and is {spent / planned:.0%} "
+                             f"done; under {self.budget_seconds / 3600:g} h it would be {spent / self.budget_seconds:.0%}"
+                             f" done at once (the LR and batch ramp would jump). Resume with --hours "
+                             f"{planned / 3600:g}, or start a new run for the new budget")
         self.offset = float(state["elapsed"])

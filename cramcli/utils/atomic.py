@@ -13,6 +13,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,6 +85,17 @@ def atomic_dir(final: Path, *, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def partials(final: Path) -> list[Path]:
+    """The work folders `atomic_dir` made for `final` (`.NAME.XXXXXXXX.partial`, whoever made them): what a
+    killed writer leaves behind. mkdtemp's 8 random characters hold no dot, so the work folders of another
+    output named `NAME.x` never match."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.partial")
+    return sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
 
 
 def restore_aside(final: Path) -> None:

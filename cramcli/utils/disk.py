@@ -78,7 +78,7 @@ def write_failure(exc: OSError, path: Path | str | None = None, *, needed: int |
     sizes = []
     if needed:
         sizes.append(f"about {human(needed)} needed")
-    free = free_bytes(Path(where)) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    free = free_bytes(Path(exc.filename or path or ".")) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
     if free is not None:
         sizes.append(f"{human(free)} free")
     line = f"{where}: cannot write: {why}" + (f" ({', '.join(sizes)})" if sizes else "")

@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from cramcli.utils import atomic
 from cramcli.utils.atomic import atomic_dir, write_json
 from cramcli.utils.errors import UsageError
 
@@ -127,16 +127,9 @@ def atomic_output(folder: Path, *, command: str, settings_fingerprint: str, forc
 def remove_dead_partials(folder: Path) -> list[Path]:
     """Delete the work folders that killed runs of `folder` left behind (see the module docstring for when a
     run counts as dead). Call with the folder's lock held. Returns what was deleted."""
-    folder = Path(folder)
-    if not folder.parent.is_dir():
-        return []
-    # mkdtemp's 8 random characters hold no dot, so `.NAME.` of another output named NAME.x never matches.
-    pattern = re.compile(rf"\.{re.escape(folder.name)}\.[a-z0-9_]{{8}}\.partial")
-    removed = []
-    for partial in folder.parent.iterdir():
-        if pattern.fullmatch(partial.name) and partial.is_dir() and _owner_dead(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-            removed.append(partial)
+    removed = [p for p in atomic.partials(folder) if _owner_dead(p)]
+    for partial in removed:
+        shutil.rmtree(partial, ignore_errors=True)
     return removed
 
 
