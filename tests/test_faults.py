@@ -259,12 +259,30 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp):
         read_metrics(metrics)
 
 
-def test_resume_under_other_hours_is_refused(tmp):
-    write_budgets(tmp, schedule={"name": "budget-one-cycle"}, hours=1.0)
-    assert invoke(*pretrain_args(tmp, "run", "--max-steps", "2")).exit_code == 0
-    res = invoke(*pretrain_args(tmp, "run", "--max-steps", "4", "--resume", "--hours", "2"))
-    one_line_error(res.exit_code, res.output, "schedule is laid over 1 h", "Resume with --hours 1")
-    assert invoke(*pretrain_args(tmp, "run", "--max-steps", "4", "--resume", "--hours", "1")).exit_code == 0
+def test_resume_under_other_hours_continues_the_schedule_from_where_it_is():
+    from cramcli.train.clock import ScheduleClock
+
+    now = [0.0]
+    first = ScheduleClock(100.0, now=lambda: now[0])
+    first.start()
+    now[0] = 30.0
+    assert first.fraction(0) == pytest.approx(0.3)
+    longer = ScheduleClock(200.0, now=lambda: now[0])
+    longer.load_state_dict(first.state_dict())  # a resume with twice the hours
+    longer.start()
+    assert longer.fraction(0) == pytest.approx(0.3)  # no jump (a rescale would give 0.15)
+    now[0] = 30.0 + 85.0
+    assert longer.fraction(0) == pytest.approx(0.3 + 0.7 * 85 / 170) and longer.rescaled is not None
+    now[0] = 30.0 + 170.0
+    assert longer.fraction(0) == pytest.approx(1.0)
+    now[0] = 30.0 + 85.0
+    shorter = ScheduleClock(150.0, now=lambda: 0.0)
+    shorter.load_state_dict(longer.state_dict())  # extensions chain from the fraction reached
+    shorter.start()
+    assert shorter.fraction(0) == pytest.approx(0.65)
+    same = ScheduleClock(150.0)
+    same.load_state_dict(shorter.state_dict())
+    assert same.anchor == shorter.anchor and same.rescaled is None
 
 
 def test_only_a_damaged_state_rolls_back_and_says_which_and_why(tmp_path, monkeypatch):

@@ -96,6 +96,8 @@ def run(
                     raise UsageError(str(exc)) from None
                 output.info(f"resuming from {path} (micro-step {trainer.progress.micro_steps}, "
                             f"{trainer.clock.offset / 3600:.3f} h of the budget spent)")
+                if trainer.clock.rescaled:
+                    output.info(f"--hours {t.hours:g}: {trainer.clock.rescaled}")
             if rank == 0:
                 write_json(run_dir / "run-config.json", {
                     "train": t.model_dump(mode="json"), "arch": a.model_dump(mode="json"), "budget": str(budget),
