@@ -77,14 +77,16 @@ def _guarded(work: Callable[[], None]) -> None:
         if model_errors is None or not isinstance(exc, model_errors.INPUT_ERRORS):
             raise
         _fail(UsageError(str(exc)))
-    except OSError as exc:
-        # A full disk, a file-size limit, a read-only folder: wherever cram writes, one line with the path.
-        if not disk.is_write_error(exc):
-            raise
-        _fail(disk.write_failure(exc))
     except KeyboardInterrupt:
         _err.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        # A full disk, a file-size limit, a read-only folder: wherever cram writes, one line with the path.
+        # Python raises OSError; Rust-backed writers (tokenizers, safetensors) only put "(os error N)" in the text.
+        os_error = disk.as_os_error(exc)
+        if os_error is None or not disk.is_write_error(os_error):
+            raise
+        _fail(disk.write_failure(os_error))
 
 
 def _fail(exc: CramError) -> None:

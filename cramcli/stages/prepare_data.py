@@ -125,12 +125,13 @@ def _build(
                 manifest = build(work, bars)
             # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
             atomic.write_json(work / "manifest.json", manifest)
-    except OSError as exc:
-        if not disk.is_write_error(exc):
+    except Exception as exc:  # noqa: BLE001 (only write failures are caught: the tokenizer's arrive as text)
+        os_error = disk.as_os_error(exc)
+        if os_error is None or not disk.is_write_error(os_error):
             raise
         before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
-        where = f"{final} (writing {Path(exc.filename).name})" if exc.filename else final
-        raise disk.write_failure(exc, where, intact=f"{before} (the work folder was removed); free space and run the "
+        where = f"{final} (writing {Path(os_error.filename).name})" if os_error.filename else final
+        raise disk.write_failure(os_error, where, intact=f"{before} (the work folder was removed); free space and run the "
                                  "same command again") from None
     _write_pointer(budget_name, final)
     report = {"reused": False, "path": str(final), **_summary(manifest)}
