@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from cramcli.utils import disk
-from cramcli.utils.atomic import atomic_dir, partials
+from cramcli.utils.atomic import atomic_dir, partials, restore_aside
 from cramcli.utils.errors import UsageError
 
 STATE_FORMAT = "cram-train-state/3"
@@ -58,10 +58,11 @@ class Checkpointer:
     def restore(self, warn: Callable[[str], object]) -> Path:
         """Load the newest readable state into the parts. ValueError (with the fix) when there is none or it
         belongs to other settings. Work folders of checkpoints and exports a killed session left are removed
-        first (the run folder is locked: no live writer owns them)."""
+        first (the run folder is locked: no live writer owns them), and a `final/` left aside is put back."""
         root = self.run_dir / "checkpoints"
         for partial in (*root.glob(".step_*.partial"), *partials(self.run_dir / "final")):
             shutil.rmtree(partial, ignore_errors=True)
+        restore_aside(self.run_dir / "final")
         found = load_latest(self.run_dir, warn=warn)
         if found is None:
             raise ValueError(f"{self.run_dir}: no training checkpoint to resume from; start without --resume")
