@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import resource
 import signal
@@ -227,6 +228,11 @@ def test_a_state_file_that_would_run_code_is_refused(tmp):
     res = invoke(*pretrain_args(tmp, "run", "--max-steps", "8", "--resume"))
     one_line_error(res.exit_code, res.output, f"{state}: refused", "nothing was executed")
     assert res.exit_code == 2 and not marker.exists()
+    with open(state, "wb") as handle:  # a bare pickle, not a torch archive
+        pickle.dump({"rng": _RunsCode(marker)}, handle)
+    res = invoke(*pretrain_args(tmp, "run", "--max-steps", "8", "--resume"))
+    one_line_error(res.exit_code, res.output, f"{state}: refused", "nothing was executed")
+    assert not marker.exists()
 
 
 def test_an_original_checkpoint_that_would_run_code_is_refused(tmp_path):
@@ -283,6 +289,18 @@ def test_resume_under_other_hours_continues_the_schedule_from_where_it_is():
     same = ScheduleClock(150.0)
     same.load_state_dict(shorter.state_dict())
     assert same.anchor == shorter.anchor and same.rescaled is None
+
+
+def test_low_free_space_is_warned_before_a_checkpoint(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    said: list[str] = []
+    checkpointing.save_state(tmp_path, 2, {"w": torch.zeros(1000)}, keep=1, warn=said.append)
+    assert said == [f"{tmp_path / 'checkpoints'}: the checkpoint needs about 4.0 KB but only 1.0 KB is free; the "
+                    "write will likely fail"]
 
 
 def test_only_a_damaged_state_rolls_back_and_says_which_and_why(tmp_path, monkeypatch):

@@ -172,14 +172,18 @@ def load_state_file(file: Path) -> dict[str, Any]:
         raise _Unreadable(f"{file.name} is missing")
     if file.stat().st_size == 0:
         raise _Unreadable(f"{file.name} is empty")
+    refused = UsageError(f"{file}: refused: loading it would run code or build objects a cram training state "
+                         f"never holds (a file from elsewhere, or from a cram before {STATE_FORMAT}); nothing "
+                         f"was executed — start a new run in another --out")
     if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; truncation loses its directory
+        with open(file, "rb") as handle:
+            if handle.read(1) == b"\x80":  # a bare pickle (protocol 2+): not cram's, never unpickled
+                raise refused
         raise _Unreadable(f"{file.name} is truncated or corrupt (not a complete torch archive)")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UsageError(f"{file}: refused: loading it would run code or build objects a cram training state "
-                         f"never holds (a file from elsewhere, or from a cram before {STATE_FORMAT}); nothing "
-                         f"was executed — start a new run in another --out") from None
+        raise refused from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:  # damaged records inside the archive
         raise _Unreadable(f"{file.name} is truncated or corrupt ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(state, dict):
