@@ -99,7 +99,8 @@ def test_killed_anywhere_resumes_to_bit_identical_weights_and_each_metrics_row_o
     steps = 24
     write_budgets(tmp, schedule={"name": "budget-one-cycle"}, schedule_clock="steps", max_steps=steps,
                   checkpoint_every_minutes=1e-4, keep_checkpoints=2)
-    assert invoke(*pretrain_args(tmp, "reference", "--max-steps", str(steps))).exit_code == 0
+    # The reference runs in a fresh process too: the same threads and defaults as the killed runs get.
+    assert cram(*pretrain_args(tmp, "reference", "--max-steps", str(steps)), cwd=tmp).returncode == 0
     run = tmp / "run"
     kills = [f"step:{random.Random(0).randint(3, 10)}", "save:3", "metrics:2", "export:0"]
     for fault in kills:
