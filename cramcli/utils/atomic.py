@@ -134,7 +134,7 @@ def _exchange(a: Path, b: Path) -> bool:
 def _load_libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(None, use_errno=True)
-    except OSError:
+    except (OSError, TypeError):  # no C library to open this way (Windows)
         return None
 
 

@@ -95,8 +95,11 @@ class RecordingFile:
         self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
+        view, done = memoryview(data).cast("B"), 0
         try:
-            return self._handle.write(data)
+            while done < len(view):  # an unbuffered write may stop short at the limit; the next one says why
+                done += self._handle.write(view[done:])
+            return done
         except OSError as exc:
             self.error = exc if exc.filename else OSError(exc.errno, exc.strerror, str(self.path))
             raise
