@@ -52,19 +52,23 @@ def checksum_text(hasher: Any) -> str:
     return f"xxh3_64:{hasher.hexdigest()}"
 
 
-def shard_checksum(file: Path, chunk: int = 8 << 20) -> str:
+def shard_checksum(file: Path, on_bytes: Callable[[int], object] | None = None, chunk: int = 8 << 20) -> str:
     hasher = new_checksum()
     with open(file, "rb") as handle:
         while block := handle.read(chunk):
             hasher.update(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
     return checksum_text(hasher)
 
 
 def open_for_training(data: Path | None, budget_label: str, arch: Any, *, verify: bool = True,
-                      warn: Callable[[str], object] = print) -> PreparedData:
+                      warn: Callable[[str], object] = print,
+                      on_bytes: Callable[[int, int], object] | None = None) -> PreparedData:
     """The prepared data `cram pretrain` trains on (`--data`, else what prepare-data wrote last for the same
     budget name), checked against the arch: vocabulary, sequence length, tokenizer present; and, unless
-    `verify` is off (`--no-verify`, said through `warn`), every shard against its checksum."""
+    `verify` is off (`--no-verify`, said through `warn`), every shard against its checksum (`on_bytes(read,
+    total)` follows the reading)."""
     if data is None:
         data = default_prepared_dir(budget_label)
         if data is None:
@@ -80,7 +84,8 @@ def open_for_training(data: Path | None, budget_label: str, arch: Any, *, verify
     if not prepared.tokenizer_path.is_file():
         raise UsageError(f"{prepared.tokenizer_path}: tokenizer missing from the prepared data; re-run prepare-data")
     if verify:
-        result = prepared.verify()
+        result = prepared.verify(on_bytes=None if on_bytes is None else
+                                 lambda n: on_bytes(n, prepared.total_bytes))
         if result["unchecked"]:
             warn(f"{prepared.path}: {len(result['unchecked'])} shard(s) have no checksum in the manifest (prepared "
                  "by an earlier cram) and were not verified; re-run prepare-data --force to add them")
@@ -131,7 +136,7 @@ class PreparedData:
             raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
                              f"{self.manifest['num_rows']}; {_CREATE} again")
 
-    def verify(self, *, ids: bool = False) -> dict[str, Any]:
+    def verify(self, *, ids: bool = False, on_bytes: Callable[[int], object] | None = None) -> dict[str, Any]:
         """Re-read every shard and compare it with the manifest's checksum, and with `ids` every token id with
         the vocabulary; UsageError naming the first shard (and row) that fails. Returns what was checked (and
         which shards had no checksum to check against)."""
@@ -141,7 +146,7 @@ class PreparedData:
             if not want:
                 unchecked.append(shard["file"])
                 continue
-            got = shard_checksum(file)
+            got = shard_checksum(file, on_bytes)
             if got != want:
                 raise UsageError(f"{file}: checksum {got} differs from the manifest's {want}: the shard changed "
                                  f"after prepare-data wrote it (disk or copy error, or an edit); re-run "

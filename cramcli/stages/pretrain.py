@@ -18,7 +18,7 @@ from cramcli.stages import options
 from cramcli.stages.common import load_budget
 from cramcli.utils import disk, run_folder
 from cramcli.utils.atomic import write_bytes, write_json
-from cramcli.utils.console import Output, summary_table
+from cramcli.utils.console import Output, byte_progress, summary_table
 from cramcli.utils.errors import RunError, UsageError
 
 
@@ -69,8 +69,9 @@ def run(
 
     with process_group(device, gpu) as (dev, rank, world):
         # Rank 0 alone re-reads the shards (every rank reads the same files); the others stay quiet about it.
-        prepared = open_for_training(data, label, a, verify=verify and rank == 0,
-                                     warn=output.warn if rank == 0 else lambda _: None)
+        with byte_progress(output, "verifying shards", enabled=rank == 0 and verify) as on_bytes:
+            prepared = open_for_training(data, label, a, verify=verify and rank == 0,
+                                         warn=output.warn if rank == 0 else lambda _: None, on_bytes=on_bytes)
         if t.micro_batch_size * world > prepared.num_rows:
             raise UsageError(f"{prepared.path}: {prepared.num_rows} rows cannot fill one micro-batch of "
                              f"{t.micro_batch_size}×{world} ranks; prepare more data or lower --micro-batch-size")
