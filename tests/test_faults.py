@@ -387,6 +387,24 @@ def test_work_folders_are_deleted_only_when_their_owner_is_certainly_dead(tmp_pa
     assert all(p.is_dir() for p in (other_host, unwritten, other_user, other_output))
 
 
+def test_ownership_is_checked_again_once_the_lock_is_held(tmp_path, monkeypatch):
+    import contextlib
+
+    folder, real_locked = tmp_path / "out", run_folder.locked
+
+    @contextlib.contextmanager
+    def racing(path, command, **kw):
+        with real_locked(path, command, **kw):
+            (folder / "theirs.txt").write_text("x")  # another program filled the folder after the first check
+            yield
+
+    monkeypatch.setattr(run_folder, "locked", racing)
+    with pytest.raises(UsageError, match="files cram did not create"), \
+            run_folder.open_folder(folder, command="pretrain", settings_fingerprint="f", force=True):
+        pass
+    assert (folder / "theirs.txt").exists() and not (folder / run_folder.MARKER).exists()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # SIGKILL during GLUE
 

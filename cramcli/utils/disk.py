@@ -71,7 +71,7 @@ def low_space_warning(path: Path, needed: int, what: str) -> str | None:
 
 def write_failure(exc: OSError, path: Path | str | None = None, *, needed: int | None = None,
                   intact: str | None = None) -> RunError:
-    """The one-line error for a failed write: `PATH: cannot write: WHY (N needed, M free); WHAT IS INTACT`.
+    """The one-line error for a failed write: `PATH: cannot write: WHY; N needed, M free; WHAT IS INTACT`.
     `path` names what was being written (rather than the hidden temporary file the errno came from)."""
     where = path or exc.filename
     why = _WORDS.get(exc.errno or 0, exc.strerror or str(exc))
@@ -81,7 +81,7 @@ def write_failure(exc: OSError, path: Path | str | None = None, *, needed: int |
     free = free_bytes(Path(exc.filename or path or ".")) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
     if free is not None:
         sizes.append(f"{human(free)} free")
-    line = (f"{where}: " if where else "") + f"cannot write: {why}" + (f" ({', '.join(sizes)})" if sizes else "")
+    line = (f"{where}: " if where else "") + f"cannot write: {why}" + (f"; {', '.join(sizes)}" if sizes else "")
     return RunError(line + (f"; {intact}" if intact else ""))
 
 
