@@ -125,7 +125,10 @@ class ShardWriter:
             assert self._handle is not None
             take = SHARD_ROWS - self.shards[-1]["rows"]
             data = rows[:take].tobytes()
-            self._handle.write(data)
+            try:
+                self._handle.write(data)
+            except OSError as exc:
+                raise disk.named(exc, self.out_dir / self.shards[-1]["file"]) from None
             self.digest.update(data)
             self._checksum.update(data)
             self.shards[-1]["rows"] += len(rows[:take])
@@ -147,8 +150,11 @@ class ShardWriter:
 
     def _close_shard(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()  # flushes the buffered tail: a full disk may show here first
+            except OSError as exc:
+                raise disk.named(exc, self.out_dir / self.shards[-1]["file"]) from None
             self.shards[-1]["checksum"] = prepared.checksum_text(self._checksum)
             self._checksum = prepared.new_checksum()
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cramcli.utils import disk
 from cramcli.utils.atomic import write_text
 from cramcli.utils.errors import UsageError
 
@@ -54,8 +55,11 @@ class MetricsLog:
         if not self.enabled:
             return
         self.rows.append(row)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise disk.named(exc, self.path) from None
         if self._tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":

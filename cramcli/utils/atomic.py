@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cramcli.utils import disk
 from cramcli.utils.errors import UsageError
 
 
@@ -48,6 +49,9 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
         _fsync(path.parent)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise disk.named(exc, path) from None  # the result's path, not the temporary file's (or none)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

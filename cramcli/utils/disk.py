@@ -42,6 +42,11 @@ def as_os_error(exc: BaseException, path: Path | str | None = None) -> OSError |
     return OSError(code, _WORDS.get(code, str(exc)), None if path is None else str(path))
 
 
+def named(exc: OSError, path: Path | str) -> OSError:
+    """`exc` with the path it concerns: a write through an open file raises an OSError without one."""
+    return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+
+
 def human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(size) < 1000 or unit == "TB":
@@ -101,7 +106,7 @@ class RecordingFile:
                 done += self._handle.write(view[done:])
             return done
         except OSError as exc:
-            self.error = exc if exc.filename else OSError(exc.errno, exc.strerror, str(self.path))
+            self.error = named(exc, self.path)
             raise
 
     def flush(self) -> None:
