@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cramcli.data.prepared import shard_checksum
+from cramcli.data.checksum import shard_checksum
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
 VOCAB = 64

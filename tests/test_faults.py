@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from cramcli.cli import app
 from cramcli.data.prepared import PreparedData
 from cramcli.train import checkpointing
-from cramcli.train.metrics import read_metrics
 from cramcli.utils import atomic, run_folder
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pretrain_helpers import write_budgets, write_prepared  # noqa: E402
@@ -117,7 +117,7 @@ def test_killed_anywhere_resumes_to_bit_identical_weights_and_each_metrics_row_o
     assert "cut off" in res.stderr or "metrics" not in res.stderr  # a torn line, if still there, was said
     ref, got = load_file(tmp / "reference" / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
-    rows, ref_rows = read_metrics(run / "metrics.jsonl"), read_metrics(tmp / "reference" / "metrics.jsonl")
+    rows, ref_rows = read_rows(run / "metrics.jsonl"), read_rows(tmp / "reference" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]  # each row once, in order
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
     assert not list(run.glob(".*partial")) and not list((run / "checkpoints").glob(".*partial"))
@@ -260,10 +260,10 @@ def test_a_torn_last_metrics_line_is_dropped_with_a_warning(tmp):
         handle.write('{"step": 6, "lo')
     res = invoke(*pretrain_args(tmp, "run", "--max-steps", "8", "--resume"))
     assert res.exit_code == 0 and "the last line (line 3) is cut off" in res.output
-    assert [r["step"] for r in read_metrics(metrics)] == [2, 4, 6, 8]
+    assert [r["step"] for r in read_rows(metrics)] == [2, 4, 6, 8]
     metrics.write_text('{"step": 2}\nnot json\n{"step": 4}\n')
     with pytest.raises(UsageError, match="line 2 is not a JSON row"):
-        read_metrics(metrics)
+        read_rows(metrics)
 
 
 def test_resume_under_other_hours_continues_the_schedule_from_where_it_is():

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cramcli.data import prepared
+from cramcli.data.checksum import checksum_text, new_checksum
 from cramcli.utils import disk
 
 ORDERINGS = ("sentence-ends", "random", "unigram", "none")
@@ -103,8 +103,8 @@ def row_order(ordering: str, num_rows: int, seed: int, scores: np.ndarray | None
 
 class ShardWriter:
     """Writes rows, in the order given, into `tokens_NNNNN.bin` shards of SHARD_ROWS rows each, hashing every
-    token byte on the way: the data hash of all rows, and each shard's checksum (`prepared.shard_checksum`),
-    which `cram pretrain` and `cram prepare-data --verify` check the files against.
+    token byte on the way: the data hash of all rows, and each shard's checksum,
+    which `cram pretrain` and `cram prepare-data --verify` check the files against (data/checksum.py).
 
     `expected_rows` (when known) lets it warn through `warn` before a shard that will not fit on the disk."""
 
@@ -115,7 +115,7 @@ class ShardWriter:
         self.shards: list[dict[str, Any]] = []
         self.digest = hashlib.sha256()
         self._handle: BinaryIO | None = None
-        self._checksum = prepared.new_checksum()
+        self._checksum = new_checksum()
         self._written = 0
 
     def write(self, rows: np.ndarray) -> None:
@@ -155,8 +155,8 @@ class ShardWriter:
                 handle.close()  # flushes the buffered tail: a full disk may show here first
             except OSError as exc:
                 raise disk.named(exc, self.out_dir / self.shards[-1]["file"]) from None
-            self.shards[-1]["checksum"] = prepared.checksum_text(self._checksum)
-            self._checksum = prepared.new_checksum()
+            self.shards[-1]["checksum"] = checksum_text(self._checksum)
+            self._checksum = new_checksum()
 
     def close(self) -> tuple[list[dict[str, Any]], str]:
         """The shard list (file, rows, checksum) and the data hash."""

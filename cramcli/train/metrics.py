@@ -10,44 +10,16 @@ from typing import Any
 
 from cramcli.utils import disk
 from cramcli.utils.atomic import write_text
-from cramcli.utils.errors import UsageError
-
-
-def _warn_stderr(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False)
-
-
-def read_metrics(path: Path, warn: Callable[[str], object] = _warn_stderr) -> list[dict[str, Any]]:
-    """The rows of a `metrics.jsonl`. A torn last line (a full disk or power loss mid-append) is dropped with a
-    warning; a bad line before it is damage nothing explains, refused naming the line."""
-    path = Path(path)
-    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), 1)
-             if line.strip()]
-    rows: list[dict[str, Any]] = []
-    for i, (number, line) in enumerate(lines):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            rows.append(row)
-        elif i == len(lines) - 1:
-            warn(f"{path}: the last line (line {number}) is cut off, a write was interrupted; dropped it")
-        else:
-            raise UsageError(f"{path}: line {number} is not a JSON row; the file is damaged — delete that line "
-                             "(it is the run's log; the checkpoints do not depend on it)")
-    return rows
+from cramcli.utils.jsonfile import read_rows
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool = True, warn: Callable[[str], object] = _warn_stderr) -> None:
+    def __init__(self, path: Path, enabled: bool = True, warn: Callable[[str], object] | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.rows: list[dict[str, Any]] = []
         if enabled and self.path.exists():  # resume: keep the curve of earlier sessions
-            self.rows = read_metrics(self.path, warn)
+            self.rows = read_rows(self.path, warn)
         self._tb = _tensorboard(self.path.parent) if enabled else None
         self._wandb = _wandb(self.path.parent) if enabled else None
 
