@@ -33,7 +33,7 @@ def test_disk_full_keeps_previous_state(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(RunError, match=r"step_00000004/state.pt: cannot write: no space left on the device .*"
+    with pytest.raises(RunError, match=r"step_00000004/state.pt: cannot write: no space left on the device; .*"
                                        r"checkpoint step_00000002 is intact; free space and run with --resume"):
         checkpointing.save_state(tmp_path, 4, {"step": 4}, keep=1)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
