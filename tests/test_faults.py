@@ -430,6 +430,11 @@ def test_killed_glue_reruns_only_what_was_unfinished(tmp_path):
     trials = ck / "glue" / "trials"
     finished = {p.name: p.read_bytes() for p in trials.glob("*.json")}
     assert sorted(finished) == ["rte_0.json", "rte_1.json"] and not (ck / "glue" / "results.json").exists()
+    # The chart (tens of KB) does not fit under the limit; the trials (1 KB each) and results.json do.
+    res = cram(*args, cwd=tmp_path, fsize=12_000)
+    one_line_error(res.returncode, res.stderr, "glue.png: cannot write: file too large",
+                   "the 3 finished trial(s)", "are intact and a rerun reuses them")
+    finished = {p.name: p.read_bytes() for p in trials.glob("*.json")}
     assert invoke(*args).exit_code == 0
     assert {name: (trials / name).read_bytes() for name in finished} == finished  # reused, not retrained
     results = json.loads((ck / "glue" / "results.json").read_text())
