@@ -156,6 +156,33 @@ def test_file_size_limit_during_the_final_export_keeps_the_previous_final(tmp):
     assert (final / "model.safetensors").read_bytes() != before["model.safetensors"]
 
 
+def test_a_full_disk_while_logging_names_the_log_and_the_checkpoint_to_resume_from(tmp, monkeypatch):
+    import errno
+
+    write_budgets(tmp, schedule={"name": "constant"})
+    assert invoke(*pretrain_args(tmp, "run", "--max-steps", "4")).exit_code == 0
+    real_open = Path.open
+
+    class Full:  # an append on a full disk: the write raises ENOSPC, with no file name (as for any open file)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def opened(self, mode="r", *args, **kwargs):
+        return Full() if self.name == "metrics.jsonl" and mode == "a" else real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", opened)
+    res = invoke(*pretrain_args(tmp, "run", "--max-steps", "8", "--resume"))
+    one_line_error(res.exit_code, res.output, "run/metrics.jsonl: cannot write: no space left on the device",
+                   "checkpoint step_00000004 is intact; free space and run with --resume")
+    assert res.exit_code == 1
+
+
 def test_file_size_limit_during_prepare_data_keeps_the_earlier_folder(tmp_path, monkeypatch):
     from test_data_pipeline import budget_file, fixed_tokenizer, make_corpus
 

@@ -16,7 +16,7 @@ from cramcli import budgets
 from cramcli.data.prepared import open_for_training
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import disk, run_folder
+from cramcli.utils import run_folder
 from cramcli.utils.atomic import write_bytes, write_json
 from cramcli.utils.console import Output, byte_progress, summary_table
 from cramcli.utils.errors import RunError, UsageError
@@ -48,7 +48,6 @@ def run(
     it trains data-parallel (DDP).
     """
     from cramcli.model.runs import run_folder as default_run_folder
-    from cramcli.train.checkpointing import newest_state
     from cramcli.train.dashboard import Dashboard
     from cramcli.train.distributed import barrier, process_group
     from cramcli.train.trainer import NonFiniteLoss, Trainer
@@ -108,21 +107,15 @@ def run(
                     **prepared.source_record(), "world_size": world, "seed": seed, "config_key": key})
             try:
                 reason = trainer.run()
-                final = trainer.export()
-                if rank == 0:
-                    write_bytes(run_dir / "training.png",
-                                training_png(trainer.progress.log.rows, f"cram pretrain — {run_dir.name}"))
-                    report = {**trainer.summary(reason, final), "budget_name": budgets.file_label("train", budget)}
-                    output.report(report, summary_table("cram pretrain", {k: report[k] for k in _SHOWN}),
-                                  run_dir / "report.json")
             except NonFiniteLoss as exc:
                 raise RunError(str(exc)) from None
-            except OSError as exc:  # metrics.jsonl, the chart, the report: say what is left to resume from
-                if not disk.is_write_error(exc):
-                    raise
-                newest = newest_state(run_dir)
-                raise disk.write_failure(exc, intact=f"checkpoint {newest} is intact; free space and run with "
-                                         "--resume" if newest else "free space and start again with --force") from None
+            final = trainer.export()
+            if rank == 0:
+                write_bytes(run_dir / "training.png",
+                            training_png(trainer.progress.log.rows, f"cram pretrain — {run_dir.name}"))
+                report = {**trainer.summary(reason, final), "budget_name": budgets.file_label("train", budget)}
+                output.report(report, summary_table("cram pretrain", {k: report[k] for k in _SHOWN}),
+                              run_dir / "report.json")
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:

@@ -119,10 +119,7 @@ def save_state(run_dir: Path, micro_steps: int, state: dict[str, Any], keep: int
     except OSError as exc:
         if not disk.is_write_error(exc):
             raise
-        newest = newest_state(run_dir)
-        intact = (f"checkpoint {newest} is intact; free space and run with --resume" if newest else
-                  "no checkpoint was written yet; free space and start again with --force")
-        raise disk.write_failure(exc, final / "state.pt", needed=needed, intact=intact) from None
+        raise disk.write_failure(exc, final / "state.pt", needed=needed, intact=resume_hint(run_dir)) from None
     for old in list_states(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -132,6 +129,13 @@ def newest_state(run_dir: Path) -> str | None:
     """The name of the newest checkpoint (what a failed write leaves to resume from)."""
     states = list_states(run_dir)
     return states[-1].name if states else None
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What a failed write during training leaves intact, and the command that continues."""
+    newest = newest_state(run_dir)
+    return (f"checkpoint {newest} is intact; free space and run with --resume" if newest else
+            "no checkpoint was written yet; free space and start again with --force")
 
 
 def _tensor_bytes(value: Any) -> int:

@@ -24,7 +24,7 @@ from cramcli.budgets import ArchBudget, TrainBudget
 from cramcli.data.prepared import PreparedData
 from cramcli.data.tokenizer import special_ids
 from cramcli.train import distributed
-from cramcli.train.checkpointing import Checkpointer, RngState, newest_state
+from cramcli.train.checkpointing import Checkpointer, RngState, newest_state, resume_hint
 from cramcli.train.clock import ScheduleClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
@@ -165,7 +165,12 @@ class Trainer:
                "lr": lr, "batch_size": batch, "tokens": p.tokens, "tokens_per_s": tokens_per_s,
                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops if self.peak_flops else None,
                "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
-        p.log.log(row)
+        try:
+            p.log.log(row)
+        except OSError as exc:
+            if not disk.is_write_error(exc):
+                raise
+            raise disk.write_failure(exc, intact=resume_hint(self.run_dir)) from None
         self.dashboard.update(row)
 
     def export(self) -> Path:
