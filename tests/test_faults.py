@@ -208,6 +208,7 @@ def test_file_size_limit_during_prepare_data_keeps_the_earlier_folder(tmp_path, 
 
 def test_a_flipped_byte_is_caught_before_training_and_named(tmp):
     write_budgets(tmp, schedule={"name": "constant"})
+    assert invoke("prepare-data", "--verify", str(tmp / "data")).exit_code == 0  # intact: exit 0
     shard = tmp / "data" / "tokens_00000.bin"
     data = bytearray(shard.read_bytes())
     data[1000] ^= 0x01  # an id inside the vocabulary: only the checksum sees it
