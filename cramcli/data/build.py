@@ -47,13 +47,12 @@ def build_folder(final: Path, chash: str, build: Callable[[Path], dict[str, Any]
             manifest = build(work)
             # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
             write_manifest(work, manifest)
-    except Exception as exc:  # only write failures are caught: the tokenizer's arrive as "(os error N)" text
-        os_error = disk.as_os_error(exc)
-        if os_error is None or not disk.is_write_error(os_error):
+    except OSError as exc:
+        if not disk.is_write_error(exc):
             raise
         before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
-        where = f"{final} (writing {Path(os_error.filename).name})" if os_error.filename else final
-        raise disk.write_failure(os_error, where, intact=f"{before} (the work folder was removed); free space and "
+        where = f"{final} (writing {Path(exc.filename).name})" if exc.filename else final
+        raise disk.write_failure(exc, where, intact=f"{before} (the work folder was removed); free space and "
                                  "run the same command again") from None
     return manifest
 

@@ -35,6 +35,7 @@ from cramcli.data import dedup, filters, packing, prepared
 from cramcli.data.normalize import build_normalizer
 from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
+from cramcli.utils import disk
 from cramcli.utils.errors import UsageError
 
 CODE_VERSION = 2
@@ -253,7 +254,8 @@ def prepare(
         trained = True
     else:
         trained = False
-    tokenizer.save(str(workdir / "tokenizer.json"))
+    with disk.os_errors(workdir / "tokenizer.json"):
+        tokenizer.save(str(workdir / "tokenizer.json"))
     result.timings["tokenizer"] = time.perf_counter() - t0
 
     vocab_size = tokenizer.get_vocab_size()

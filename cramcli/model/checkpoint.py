@@ -78,14 +78,8 @@ def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None
                                       "trained with")
             for name, value in checkpoint_special_ids(tmp, tok).config_fields().items():
                 setattr(net.config, name, value)
-        with quiet_transformers():
-            try:
-                net.save_pretrained(tmp)
-            except Exception as exc:  # safetensors reports a full disk in its own error type: keep the errno
-                os_error = disk.as_os_error(exc, Path(out_dir) / WEIGHTS)
-                if os_error is None:
-                    raise
-                raise os_error from None
+        with quiet_transformers(), disk.os_errors(Path(out_dir) / WEIGHTS):
+            net.save_pretrained(tmp)
     return Path(out_dir)
 
 

@@ -1,9 +1,9 @@
 """Write failures in words, and the free-space check before a large write.
 
 A full disk looks different to each writer: Python raises `OSError(ENOSPC)`, a `ulimit -f` gives `EFBIG`,
-safetensors wraps the errno in its own error text, and torch.save only says "unexpected pos". Everything that
-writes a large file goes through `as_os_error`/`RecordingFile` so the errno reaches `write_failure`, which makes
-the one line people see: the path, the errno in words, the bytes needed where known, and what is still intact.
+safetensors and tokenizers put the errno in their own error text, and torch.save only says "unexpected pos".
+Those writers run inside `os_errors` or write through `RecordingFile`, so the errno reaches `write_failure`, which
+makes the one line people see: the path, the errno in words, the bytes needed where known, and what is intact.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,21 @@ def as_os_error(exc: BaseException, path: Path | str | None = None) -> OSError |
 def named(exc: OSError, path: Path | str) -> OSError:
     """`exc` with the path it concerns: a write through an open file raises an OSError without one."""
     return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+
+
+@contextmanager
+def os_errors(path: Path | str) -> Iterator[None]:
+    """Inside the block, a Rust-backed writer's failure ("... (os error 28)": tokenizers, safetensors) becomes the
+    OSError it stands for, naming `path`; everything else passes through unchanged."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        os_error = as_os_error(exc, path)
+        if os_error is None:
+            raise
+        raise os_error from None
 
 
 def human(size: float) -> str:
