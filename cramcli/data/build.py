@@ -51,8 +51,7 @@ def build_folder(final: Path, chash: str, build: Callable[[Path], dict[str, Any]
         if not disk.is_write_error(exc):
             raise
         before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
-        where = f"{final} (writing {Path(exc.filename).name})" if exc.filename else final
-        raise disk.write_failure(exc, where, intact=f"{before} (the work folder was removed); free space and "
+        raise disk.write_failure(exc, exc.filename or final, intact=f"{before} (the work folder was removed); free space and "
                                  "run the same command again") from None
     return manifest
 

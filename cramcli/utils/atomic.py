@@ -86,9 +86,20 @@ def atomic_dir(final: Path, *, force: bool = False) -> Iterator[Path]:
         else:
             tmp.rename(final)
         _fsync(final.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _as_final(exc, tmp, final) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _as_final(exc: OSError, tmp: Path, final: Path) -> OSError:
+    """A failed write inside the temporary folder, said of the path the file was meant for (the temporary
+    folder is gone by the time anyone reads the message)."""
+    if exc.filename is None or not Path(exc.filename).is_relative_to(tmp):
+        return exc
+    return OSError(exc.errno, exc.strerror, str(final / Path(exc.filename).relative_to(tmp)))
 
 
 def partials(final: Path) -> list[Path]:
