@@ -51,8 +51,8 @@ def build_folder(final: Path, chash: str, build: Callable[[Path], dict[str, Any]
         if not disk.is_write_error(exc):
             raise
         before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
-        raise disk.write_failure(exc, exc.filename or final, intact=f"{before} (the work folder was removed); free space and "
-                                 "run the same command again") from None
+        raise disk.write_failure(exc, exc.filename or final, intact=f"{before} (the work folder was removed); free "
+                                 "space and run the same command again") from None
     return manifest
 
 
