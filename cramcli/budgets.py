@@ -242,6 +242,11 @@ class TrainBudget(_Strict):
     """Autocast dtype on CUDA (fp16 uses a GradScaler); the CPU always trains in fp32."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    sparse_count: Literal["auto", "exact", "fixed"] = "auto"
+    """How an arch's `dynamic` sparse prediction is run. `exact`: the masked positions by boolean indexing (the
+    original v1; on a GPU the host waits for the count every micro-step). `fixed`: a fixed count sized to the
+    masking rate (+4σ for Bernoulli), masked positions first, so nothing waits and shapes never change; the loss
+    is the same unless more positions are masked than fit. `auto`: `fixed` on CUDA or under compile, else `exact`."""
     checkpoint_every_minutes: Annotated[float, Field(gt=0.0, le=1e6)] = 60.0
     keep_checkpoints: Annotated[int, Field(ge=1, le=1000)] = 2
     log_every_steps: PositiveInt = 50
