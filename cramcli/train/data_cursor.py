@@ -3,15 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from cramcli.data.prepared import PreparedData
+
+class RowSource(Protocol):
+    """What the cursor reads: a prepared-data folder (`PreparedData`), or `cram bench`'s rows in memory."""
+
+    path: Path
+    num_rows: int
+
+    def rows(self, start: int, count: int) -> np.ndarray: ...
 
 
 class DataCursor:
-    def __init__(self, data: PreparedData, rows_per_step: int) -> None:
+    def __init__(self, data: RowSource, rows_per_step: int) -> None:
         self.data = data
         self.rows_per_step = rows_per_step
         self.position = 0
