@@ -135,29 +135,82 @@ def test_compiled_model_gives_the_eager_loss() -> None:
     assert dynamic(inputs, labels=labels).loss.item() == pytest.approx(eager.item(), rel=1e-5)
 
 
-def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
-    from bench.gpu_check import bf16_parity
+def _parity(precision: str) -> dict:
+    """The parity check on a CPU-sized arch that keeps the 32768-word decoder (where fp16 gradients underflow)."""
+    from bench.gpu_check import QUICK_ARCH
+    from bench.parity import precision_parity
 
-    arch = _tiny_arch()
-    result = bf16_parity(arch, budgets.load("train", "demo"), torch.device("cpu"))
-    assert len(result["fp32"]) == len(result["bf16"]) == result["steps"]
-    assert result["fp32"] != result["bf16"]  # bf16 really ran
-    assert result["ok"] and result["max_rel_diff"] <= result["tolerance"]
+    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "24").model_dump(), **QUICK_ARCH})
+    return precision_parity(arch, budgets.load("train", "24"), torch.device("cpu"), precision, steps=2, rows=64)
 
 
-def test_gpu_check_parity_fails_on_a_bf16_path_that_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.gpu_check import bf16_parity
+def test_parity_rows_are_text_not_uniform_ids() -> None:
+    from bench.parity import text_rows
+
+    rows = text_rows(16, 32, 32768)
+    ids, counts = rows.unique(return_counts=True)
+    assert rows.shape == (16, 32) and len(ids) < 300  # a few hundred words, not 512 draws from 32768
+    assert counts.max() > 0.03 * rows.numel() and (rows == 5).any()  # frequent words; documents end in <sep>
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precision_parity_passes_for_autocast_as_the_trainer_runs_it(precision: str) -> None:
+    result = _parity(precision)
+    assert result["fp32"]["grad_norm"] != result[precision]["grad_norm"]  # the low precision really ran
+    assert result["ok"], result
+
+
+def _bf16_layer_norm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: LayerNorm computed in bf16 under autocast (which keeps it in fp32), so the residual stream
+    that starts at the embedding norm is bf16."""
+    import torch.nn.functional as F
+
+    layer_norm = F.layer_norm
+
+    def bf16(x, shape, weight=None, bias=None, eps=1e-5):
+        if not torch.is_autocast_enabled(x.device.type):
+            return layer_norm(x, shape, weight, bias, eps)
+        with torch.autocast(x.device.type, enabled=False):
+            return layer_norm(x.bfloat16(), shape, weight.bfloat16(), bias.bfloat16(), eps)
+
+    monkeypatch.setattr(F, "layer_norm", bf16)
+
+
+def _no_loss_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: fp16 without its loss scaler, so small gradients flush to zero."""
+    init = torch.amp.GradScaler.__init__
+
+    def disabled(self, device="cuda", *args, **kwargs):
+        init(self, device, *args, **{**kwargs, "enabled": False})
+
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__", disabled)
+
+
+def _drifting_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: a low-precision path whose loss is 5 % off."""
     from cramcli.train import step
 
     forward_loss = step.forward_loss
 
-    def drifting(model, inputs, labels, dtype):  # a bf16 path 5 % off: what the check exists to catch
+    def drifting(model, inputs, labels, dtype):
         loss = forward_loss(model, inputs, labels, dtype)
-        return loss * 1.05 if dtype == torch.bfloat16 else loss
+        return loss * 1.05 if dtype is not None else loss
 
     monkeypatch.setattr(step, "forward_loss", drifting)
-    result = bf16_parity(_tiny_arch(), budgets.load("train", "demo"), torch.device("cpu"))
-    assert not result["ok"] and result["max_rel_diff"] > result["tolerance"]
+
+
+@pytest.mark.parametrize(("precision", "plant", "caught_by"), [
+    ("bf16", _bf16_layer_norm, "max_rel_tensor_grad_norm_diff"),
+    ("fp16", _no_loss_scaler, "max_rel_tensor_grad_norm_diff"),
+    ("bf16", _drifting_loss, "max_rel_loss_diff"),
+])
+def test_precision_parity_fails_on_a_planted_fault(monkeypatch: pytest.MonkeyPatch, precision: str, plant,
+                                                   caught_by: str) -> None:
+    plant(monkeypatch)
+    result = _parity(precision)
+    assert not result["ok"]
+    tolerance = {"max_rel_loss_diff": "loss", "max_rel_tensor_grad_norm_diff": "tensor_grad_norm"}[caught_by]
+    assert result[caught_by] > result["tolerances"][tolerance]
 
 
 def test_flash_check_without_flash_attn_is_skipped_not_passed(capsys: pytest.CaptureFixture) -> None:
