@@ -223,25 +223,45 @@ def test_flash_check_without_flash_attn_is_skipped_not_passed(capsys: pytest.Cap
     assert "SKIPPED" in capsys.readouterr().out and flash_check.status(flash_check.SKIPPED) == "skipped"
 
 
-@pytest.mark.parametrize(("check_rc", "verdict"), [(0, "PASSED"), (1, "FAILED"), (3, "SKIPPED")])
-def test_gpu_check_script_reports_a_skipped_flash_check_as_skipped(tmp_path, check_rc: int, verdict: str) -> None:
-    """gpu_check.sh with a stand-in GPU and Python whose `-m bench.gpu_check` exits `check_rc`."""
+@pytest.mark.parametrize(("check_rc", "carry", "verdict", "rc"), [
+    (0, True, "PASSED", 0), (1, True, "FAILED", 1), (3, True, "SKIPPED", 3),
+    (0, False, "FAILED", 1),  # no prepared data carried: the stages cannot run, so not a pass
+])
+def test_gpu_check_script_verdicts(tmp_path, check_rc: int, carry: bool, verdict: str, rc: int) -> None:
+    """gpu_check.sh with a stand-in GPU and a Python whose eager `bench.gpu_check` exits `check_rc` and whose
+    stages (pretrain, glue, convert, bench, the gpu tests) succeed; the collector is the real one."""
     import os
     import subprocess
+    import sys
     from pathlib import Path
 
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Stand-in GPU, 80 GiB, 1.0'\n")
-    (fake / "python").write_text(f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo "stand-in gpu_check"; exit {check_rc}; }}\nexit 0\n')
+    (fake / "python").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *"bench.gpu_check --modes eager"*) echo "stand-in gpu_check"; exit {check_rc};; '
+        f'*"bench.gpu_stages collect"*) exec {sys.executable} "$@";; esac\nexit 0\n')
     for f in fake.iterdir():
         f.chmod(0o755)
+    carried = tmp_path / "carry"
+    if carry:
+        (carried / "data").mkdir(parents=True)
+        (carried / "data" / "manifest.json").write_text("{}")
+        (carried / "glue").mkdir()
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
     env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(fake / "python")}
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode == check_rc, done.stdout + done.stderr
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(script), "--out", str(out), "--carry", str(carried)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == rc, done.stdout + done.stderr
     assert f"gpu_check: {verdict}" in done.stdout + done.stderr
-    assert ("PASSED" in done.stdout + done.stderr) == (check_rc == 0)
+    assert ("PASSED" in done.stdout + done.stderr) == (rc == 0)
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["check", "gpu_tests", "compiled", "pretrain", "resume", "glue", "convert",
+                            "convert_parity", "bench"]
+    assert stages["pretrain"]["status"] == ("ok" if carry else "skipped")
+    assert (out / "log.txt").is_file()
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine runs the real check")
