@@ -113,3 +113,30 @@ def test_the_24_preset_runs_the_fixed_count_on_cuda_and_the_original_count_on_cp
     assert fixed_prediction_count(arch, train, torch.device("cpu"), compile=True)
     exact = budgets.TrainBudget.model_validate({**train.model_dump(), "sparse_count": "exact"})
     assert not fixed_prediction_count(arch, exact, torch.device("cuda"), compile=False)
+
+
+def test_the_fixed_count_gives_the_exact_count_loss_and_gradients() -> None:
+    from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
+    from cramcli.train.masking import mask_tokens, static_prediction_rate
+
+    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "24").model_dump(), "num_layers": 1,
+                                              "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
+                                              "vocab_size": 128, "max_seq_length": 32})
+    masking = budgets.load("train", "24").masking
+    torch.manual_seed(0)
+    model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).eval()
+    ids = torch.randint(7, 128, (16, 32), generator=torch.Generator().manual_seed(1))
+    inputs, labels = mask_tokens(ids, masking, mask_id=6, vocab_size=128, special_ids=tuple(range(7)),
+                                 generator=torch.Generator().manual_seed(2))
+    results = []
+    for share in (None, static_prediction_rate(masking, ids.numel())):
+        model.zero_grad()
+        model.fixed_prediction_share = share
+        out = model(inputs, labels=labels)
+        out.loss.backward()
+        results.append((out.loss.detach(), out.logits.shape[0], model.decoder.weight.grad.clone()))
+    (exact, rows_exact, grad_exact), (fixed, rows_fixed, grad_fixed) = results
+    assert rows_exact == int((labels != -100).sum()) < rows_fixed  # the fixed count decodes a few spare rows
+    torch.testing.assert_close(fixed, exact, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_fixed, grad_exact, rtol=1e-5, atol=1e-7)
+    assert model.config.sparse_prediction == "dynamic"  # a saved model keeps the original's mode
