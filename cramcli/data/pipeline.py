@@ -15,7 +15,6 @@ that grows is the dedup index and the shuffle permutation (per document) and one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -32,9 +31,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from cramcli.budgets import DataBudget
-from cramcli.data import dedup, filters, packing
+from cramcli.data import dedup, filters, packing, prepared
 from cramcli.data.normalize import build_normalizer
-from cramcli.data.prepared import FORMAT
 from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
 from cramcli.utils.errors import UsageError
@@ -57,17 +55,10 @@ Progress = Callable[[str, int | None], Callable[[int], None]]
 def content_hash(
     budget: DataBudget, source_identity: dict[str, Any], tokenizer_id: str | None, filter_tokenizer_id: str | None = None
 ) -> str:
-    """Hash of everything that determines the prepared rows: budget, source identity, tokenizer (and the filter
-    tokenizer's content, when the budget names one), code format."""
-    key = {
-        "format": FORMAT,
-        "code": CODE_VERSION,
-        "budget": budget.model_dump(mode="json"),
-        "source": source_identity,
-        "tokenizer": tokenizer_id,
-        "filter_tokenizer": filter_tokenizer_id,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """What determines the prepared rows: budget, source identity, tokenizer (and the filter tokenizer's content,
+    when the budget names one), and this pipeline's code version."""
+    return prepared.content_hash(CODE_VERSION, {"budget": budget.model_dump(mode="json"), "source": source_identity,
+                                                "tokenizer": tokenizer_id, "filter_tokenizer": filter_tokenizer_id})
 
 
 @dataclass
@@ -293,30 +284,21 @@ def prepare(
     result.timings["order_write"] = time.perf_counter() - t0
 
     kept_ends = sentence_ends[order]
-    result.manifest = {
-        "format": FORMAT,
-        "content_hash": chash,
-        "data_hash": data_hash,
-        "seq_length": budget.seq_length,
-        "vocab_size": vocab_size,
-        "dtype": dtype.name,
-        "num_rows": int(len(order)),
-        "num_tokens": int(len(order) * budget.seq_length),
-        "shards": shards,
-        "tokenizer": "tokenizer.json",
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "tokenizer_trained": trained,
-        "filter_tokenizer": (
+    result.manifest = prepared.new_manifest(
+        content_hash=chash, data_hash=data_hash, seq_length=budget.seq_length, vocab_size=vocab_size,
+        num_rows=int(len(order)), shards=shards, tokenizer_hash=tokenizer_hash(tokenizer),
+        special_tokens=special_ids(tokenizer).tokens,
+        source={"spec": source.spec, **source.identity(), **asdict(source.stats)},
+        budget=budget.model_dump(mode="json"),
+        tokenizer_trained=trained,
+        filter_tokenizer=(
             {"spec": budget.filter.tokenizer, "hash": tokenizer_hash(filter_tokenizer)} if filter_tokenizer else None
         ),
-        "shuffled": {"seed": budget.seed, "documents": counts.documents_read} if budget.shuffle else None,
-        "special_tokens": special_ids(tokenizer).tokens,
-        "source": {"spec": source.spec, **source.identity(), **asdict(source.stats)},
-        "budget": budget.model_dump(mode="json"),
-        "counts": asdict(counts),
-        "removed_share": _removed_share(counts),
-        "lengths": _length_stats(doc_lengths, ratios),
-        "ordering": {
+        shuffled={"seed": budget.seed, "documents": counts.documents_read} if budget.shuffle else None,
+        counts=asdict(counts),
+        removed_share=_removed_share(counts),
+        lengths=_length_stats(doc_lengths, ratios),
+        ordering={
             "method": budget.ordering,
             "sentence_ends_per_row_mean": float(kept_ends.mean()),
             "sentence_ends_first_rows_mean": float(kept_ends[:1000].mean()),
@@ -324,8 +306,8 @@ def prepare(
             **({"unigram_score_first": float(scores[order[0]]), "unigram_score_last": float(scores[order[-1]])}
                if budget.ordering == "unigram" and scores is not None else {}),
         },
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-    }
+        timings_s={k: round(v, 3) for k, v in result.timings.items()},
+    )
     return result
 
 
