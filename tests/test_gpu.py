@@ -33,9 +33,10 @@ def _run(tmp: Path, out: str, **flags) -> dict:
 
 def test_pretrain_on_cuda_learns_resumes_and_never_syncs_inside_a_micro_step(tmp_path: Path, monkeypatch) -> None:
     write_prepared(tmp_path / "data")
-    # bf16 autocast, v1 Bernoulli masking, dynamic sparse prediction (run with a fixed count on CUDA), accumulation
-    write_budgets(tmp_path, precision="bf16", schedule={"name": "budget-one-cycle"}, batch_size=16, micro_batch_size=8,
-                  batch_ramp=4, schedule_clock="steps", max_steps=150)
+    # bf16 autocast, v1 Bernoulli masking, dynamic sparse prediction (run with a fixed count on CUDA), accumulation;
+    # 128 × 32 = 4096 ids per micro-batch, so the embedding's backward takes its sort-based path (> 3072 ids)
+    write_budgets(tmp_path, precision="bf16", schedule={"name": "budget-one-cycle"}, batch_size=256,
+                  micro_batch_size=128, batch_ramp=4, schedule_clock="steps", max_steps=150)
     micro_step = Trainer._micro_step
     checked = []
 
