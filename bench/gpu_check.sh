@@ -71,6 +71,7 @@ WORK=$(mktemp -d /tmp/cram-gpu-check.XXXXXX)
 SECTIONS=$WORK/sections.tsv
 : >"$SECTIONS"
 exec > >(tee -a "$OUT/log.txt") 2>&1
+TEE=$!
 
 left() { echo $((LIMIT - (SECONDS - START))); }
 # section NAME SECONDS COMMAND...: run it with the smaller of its own limit and the time left; record rc and time
@@ -151,4 +152,6 @@ case $rc in
   124) echo "gpu_check: stopped at the ${LIMIT}s limit (set GPU_CHECK_SECONDS to change it)" >&2 ;;
   *) echo "gpu_check: FAILED (exit $rc; see $OUT/log.txt, $OUT/stages.json)" >&2 ;;
 esac
+exec >&- 2>&-
+wait "$TEE"  # log.txt is complete before the script returns
 exit $rc
