@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,12 @@ def environment(dev: Any) -> dict[str, Any]:
                    memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
                    bf16_supported=torch.cuda.is_bf16_supported())
     env["flash_attn"] = "available" if dev.type == "cuda" and flash_available() else "flash-attn unavailable"
-    for module in ("transformers", "tokenizers", "pydantic", "typer", "rich", "numpy", "safetensors", "datasets",
-                   "triton"):
+    for package in ("transformers", "tokenizers", "pydantic", "typer", "rich", "numpy", "safetensors", "datasets",
+                    "triton"):
         try:
-            env[module] = __import__(module).__version__
-        except Exception:  # a missing package is a finding here, not an error
-            env[module] = None
+            env[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:  # a missing package is a finding here, not an error
+            env[package] = None
     return env
 
 
