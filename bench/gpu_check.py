@@ -6,9 +6,13 @@ Run through `bash bench/gpu_check.sh` (it checks the environment first and runs 
 2. flash vs SDPA: `bench.flash_check` (skipped, with the reason, when flash-attn does not import).
 3. throughput: `cram bench`'s measurement (the trainer's own loop) for each arch and micro-batch size, eager and
    torch.compile'd, with MFU against the GPU's peak from cramcli.utils.flops (or --peak-tflops).
+4. the modern options (docs/recipes.md), all on: bf16 parity as in 1, and the host synchronisations per
+   training step counted by torch's CUDA sync debug mode, against the budget's own step (the options must add
+   none).
 The JSON (`--out`, default outputs/bench/gpu_check.json) is rewritten after every part, so a run stopped at its
-time limit keeps what it measured. Exit 1 if a parity check fails; exit 3 (flash_check.SKIPPED) if everything
-that ran passed but the flash check was skipped, so a GPU without flash-attn never reads as fully checked.
+time limit keeps what it measured. Exit 1 if a parity check fails or the options add a host synchronisation;
+exit 3 (flash_check.SKIPPED) if everything that ran passed but the flash check was skipped, so a GPU without
+flash-attn never reads as fully checked.
 `--quick` shrinks every arch and count so the whole script runs on a CPU in a minute (a dry run, not a check).
 """
 
@@ -26,6 +30,61 @@ from typing import Any
 QUICK_ARCH = {"num_layers": 2, "hidden_size": 64, "num_heads": 2, "intermediate_size": 128, "vocab_size": 32768,
               "max_seq_length": 32}
 """--quick: every arch shrunk to this (the 32768-word decoder kept: it is where fp16 gradients underflow)."""
+SYNC_STEPS = 4
+# Every modern option on (docs/recipes.md); the masking rate rises to 0.4 over the budget.
+OPTIONS_ARCH = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
+                "zero_init_residual": True, "tie_decoder": False}
+
+
+def with_options(arch, train) -> tuple:
+    """The arch and train budgets with every modern option on (Muon, a scheduled masking rate, the arch ones)."""
+    from cramcli import budgets
+
+    fields = train.model_dump()
+    fields["optimizer"]["name"] = "muon"
+    fields["masking"]["final_rate"] = 0.4
+    fields["schedule"].update(name="budget-wsd", warmup=0.05, cooldown=0.3, decay="1-sqrt")
+    return (budgets.ArchBudget.model_validate({**arch.model_dump(), **OPTIONS_ARCH}),
+            budgets.TrainBudget.model_validate(fields))
+
+
+def host_syncs_per_step(arch, train, dev) -> float | None:
+    """Host synchronisations per training step (a micro-step and an optimizer step, under the budget's
+    precision and a moving masking rate), counted by torch's CUDA sync debug mode; None off CUDA."""
+    import warnings
+
+    import torch
+
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
+    from cramcli.train.schedules import masking_rate
+    from cramcli.train.step import TrainStep, mask_batch
+
+    if dev.type != "cuda":
+        return None
+    torch.manual_seed(0)
+    step = TrainStep(arch, train, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length,
+                     special=CRAM_SPECIAL_IDS)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
+
+    def one(x: float) -> None:
+        inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS,
+                                    rate=masking_rate(train.masking, x))
+        step.micro_step(inputs, labels)
+        step.update(1.0)
+
+    one(0.0)  # lazy optimizer state outside the count
+    torch.cuda.synchronize(dev)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(SYNC_STEPS):
+                one((i + 1) / (SYNC_STEPS + 1))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize(dev)
+    return sum("synchroniz" in str(w.message).lower() for w in caught) / SYNC_STEPS
 
 
 def _archs(names: list[str], quick: bool) -> dict[str, Any]:
@@ -68,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default="24,v2", help="arch presets to measure")
     parser.add_argument("--micro-batches", default="128,256,512")
-    parser.add_argument("--parts", default="parity,flash,throughput", help="which parts to run")
+    parser.add_argument("--parts", default="parity,flash,throughput,options", help="which parts to run")
     parser.add_argument("--modes", default="eager,compiled", help="throughput modes: eager, compiled or both")
     parser.add_argument("--seconds", type=float, default=None, help="least seconds each throughput row is timed")
     parser.add_argument("--peak-tflops", type=float, default=None)
@@ -156,9 +215,25 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {name:>5} {size:>11} {mode:>9} {row['tokens_per_s']:>10,.0f} {row['step_s'] * 1e3:>8.1f} "
                       f"{mfu:>6} {row['peak_memory_mb'] / 1024:>8.1f} {row['warmup_s']:>9.1f}")
                 save()
+    options_ok = True
+    if "options" in parts:
+        t0 = time.perf_counter()
+        arch, train = archs[next(iter(archs))], budgets.load("train", next(iter(archs)))
+        modern_arch, modern_train = with_options(arch, train)
+        steps, rows = (2, 16) if args.quick else (parity.PARITY_STEPS, parity.PARITY_ROWS)
+        options_parity = parity.precision_parity(modern_arch, modern_train, dev, "bf16", steps=steps, rows=rows)
+        syncs = {"budget": host_syncs_per_step(arch, train, dev),
+                 "options": host_syncs_per_step(modern_arch, modern_train, dev)}
+        counted = syncs["budget"] is not None and syncs["options"] is not None
+        options_ok = options_parity["ok"] and (not counted or syncs["options"] <= syncs["budget"])
+        result["options"] = {"bf16_parity": options_parity, "host_syncs_per_step": syncs, "ok": options_ok}
+        print(f"[4] every modern option on: bf16 parity on text: loss {options_parity['max_rel_loss_diff']:.1e}, "
+              f"worst tensor {options_parity['max_rel_tensor_grad_norm_diff']:.1e}; host syncs per step "
+              f"{syncs['options']} (the budget's own step: {syncs['budget']}) {'OK' if options_ok else 'FAILED'} "
+              f"[{time.perf_counter() - t0:.0f} s]")
     save()
     print(f"saved {args.out}")
-    if not parity_ok or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
+    if not parity_ok or not options_ok or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
         return 1
     return flash_rc
 

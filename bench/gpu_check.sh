@@ -4,7 +4,8 @@
 # It writes everything as JSON into --out (default outputs/bench/gpu-check), each part as soon as it ends:
 #   gpu_check.json  environment; fp32-vs-bf16/fp16 training parity on text; flash-attn vs SDPA; tokens/s, step
 #                   time, peak memory and MFU of the training loop for the 24 and v2 archs at micro-batch
-#                   128/256/512, eager      (bench/gpu_check.py)
+#                   128/256/512, eager; every modern option on: bf16 parity and host syncs per step against
+#                   the budget's own step                                        (bench/gpu_check.py)
 #   gpu_check_compiled.json  the same rows compiled, as many as its share of the time allows
 #   gpu_tests.xml   the `gpu`-marked tests (tests/test_gpu.py: the real Trainer on CUDA)
 #   stages.json     `cram pretrain --budget 24 --gpu 0 --hours 0.03` on the carried data, `--resume` for 0.01 h

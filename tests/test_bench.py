@@ -199,6 +199,19 @@ def _drifting_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(step, "forward_loss", drifting)
 
 
+def test_gpu_check_options_part_trains_every_option_in_bf16_on_a_tiny_arch() -> None:
+    from bench.gpu_check import QUICK_ARCH, host_syncs_per_step, with_options
+    from bench.parity import precision_parity
+
+    quick = budgets.ArchBudget.model_validate({**budgets.load("arch", "24").model_dump(), **QUICK_ARCH})
+    arch, train = with_options(quick, budgets.load("train", "24"))
+    assert arch.position_embedding == "rotary" and not arch.tie_decoder and train.optimizer.name == "muon"
+    assert train.masking.final_rate == 0.4 and train.schedule.decay == "1-sqrt"
+    result = precision_parity(arch, train, torch.device("cpu"), "bf16", steps=2, rows=64)
+    assert result["fp32"] != result["bf16"] and result["ok"], result
+    assert host_syncs_per_step(arch, train, torch.device("cpu")) is None  # counted on CUDA only
+
+
 @pytest.mark.parametrize(("precision", "plant", "caught_by"), [
     ("bf16", _bf16_layer_norm, "max_rel_tensor_grad_norm_diff"),
     ("fp16", _no_loss_scaler, "max_rel_tensor_grad_norm_diff"),

@@ -19,8 +19,9 @@ class BatchFeed:
         self.device, self.seed = device, seed
         self.rows, self.offset, self.total = micro_batch_size, rank * micro_batch_size, world * micro_batch_size
 
-    def next(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(masked inputs, labels) of this rank's rows for global micro-step `micro_step`."""
+    def next(self, micro_step: int, rate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked inputs, labels) of this rank's rows for global micro-step `micro_step`; `rate`: a scheduled
+        masking rate instead of the budget's."""
         ids = torch.from_numpy(self.cursor.next_rows(self.offset, self.rows))
         if self.device.type == "cuda":  # page-locked (torch's caching host allocator): the copy overlaps compute
             ids = ids.pin_memory()
@@ -28,5 +29,5 @@ class BatchFeed:
         # A generator keyed to the micro-step, drawing for the whole global micro-batch: any number of ranks
         # (and a resumed run) sees exactly the masks one process would.
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + micro_step)
-        return mask_batch(ids, self.masking, self.vocab_size, gen, special=self.special, row_offset=self.offset,
-                          total_rows=self.total)
+        return mask_batch(ids, self.masking, self.vocab_size, gen, special=self.special, rate=rate,
+                          row_offset=self.offset, total_rows=self.total)

@@ -19,12 +19,15 @@ def mask_tokens(
     generator: torch.Generator | None = None,
     row_offset: int = 0,
     total_rows: int | None = None,
+    rate: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, S] token ids → (masked inputs, labels with −100 where nothing is predicted).
+    """[B, S] token ids → (masked inputs, labels with −100 where nothing is predicted). `rate` replaces the
+    budget's start rate (a scheduled rate, `schedules.masking_rate`); a Python number, so no host sync.
 
     `ids` may be rows [row_offset, row_offset + B) of a batch of `total_rows`: every random draw is made for the
     whole batch and sliced, so a data-parallel rank that holds only its rows gets exactly the masks one process
     masking the whole batch would."""
+    rate = masking.rate if rate is None else rate
     rows, seq = ids.shape
     whole = (rows if total_rows is None else total_rows, seq)
     part = slice(row_offset, row_offset + rows)
@@ -33,7 +36,7 @@ def mask_tokens(
         return torch.rand(whole, device=ids.device, generator=generator)[part]
 
     if masking.scheme == "bernoulli":
-        selected = uniform() < masking.rate
+        selected = uniform() < rate
         for sid in special_ids:  # v1 never masks special tokens
             selected &= ids != sid
         # Of the selected: mask_token → <mask>, then random_token of the total → a random id, rest unchanged.
@@ -41,7 +44,7 @@ def mask_tokens(
         to_mask = selected & (draw < masking.mask_token)
         to_random = selected & (draw >= masking.mask_token) & (draw < masking.mask_token + masking.random_token)
     else:
-        count = round(masking.rate * seq)
+        count = round(rate * seq)
         # A random permutation per row: its first `count` positions are predicted, in order mask/random/keep.
         order = uniform().argsort(dim=1)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(seq, device=ids.device).expand(rows, seq))
@@ -60,10 +63,13 @@ def mask_tokens(
 def static_prediction_rate(masking: MaskingBudget, tokens: int) -> float:
     """Share of a micro-batch's `tokens` that static sparse prediction decodes (fixed shapes for torch.compile).
 
-    Exact masking selects `rate` of every row, so that share is exact. Bernoulli masking selects a varying count
-    (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked position is almost never left out, at the cost
-    of decoding a few unmasked rows whose −100 labels the loss ignores."""
+    A scheduled rate is sized to its highest value, so the decoded count (a shape) never changes during a run
+    and a compiled model never recompiles. Exact masking selects `rate` of every row, so that share is exact.
+    Bernoulli masking selects a varying count (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked
+    position is almost never left out, at the cost of decoding a few unmasked rows whose −100 labels the loss
+    ignores."""
+    rate = max(masking.rate, masking.final_rate or 0.0)
     if masking.scheme != "bernoulli":
-        return masking.rate
-    sigma = (masking.rate * (1 - masking.rate) / max(tokens, 1)) ** 0.5
-    return min(1.0, masking.rate + 4 * sigma)
+        return rate
+    sigma = (rate * (1 - rate) / max(tokens, 1)) ** 0.5
+    return min(1.0, rate + 4 * sigma)
