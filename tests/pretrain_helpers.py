@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cramcli.data.checksum import shard_checksum
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
 VOCAB = 64
 SEQ = 32
@@ -34,8 +36,9 @@ def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
     data = np.repeat(rng.integers(0, words, size=(rows, 1)) + len(SPECIALS), SEQ, axis=1)
     data[:, -1] = 5
     data.astype(np.uint16).tofile(folder / "tokens_00000.bin")
+    checksum = shard_checksum(folder / "tokens_00000.bin")
     manifest = {"format": "cram-prepared/1", "seq_length": SEQ, "vocab_size": VOCAB, "dtype": "uint16",
-                "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows}],
+                "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows, "checksum": checksum}],
                 "tokenizer": "tokenizer.json", "tokenizer_hash": "test", "content_hash": f"synthetic-{seed}-{rows}",
                 "special_tokens": {t: i for i, t in enumerate(SPECIALS)}, "budget": {}}
     (folder / "manifest.json").write_text(json.dumps(manifest))

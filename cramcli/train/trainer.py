@@ -24,7 +24,7 @@ from cramcli.budgets import ArchBudget, TrainBudget
 from cramcli.data.prepared import PreparedData
 from cramcli.data.tokenizer import special_ids
 from cramcli.train import distributed
-from cramcli.train.checkpointing import Checkpointer, RngState
+from cramcli.train.checkpointing import Checkpointer, RngState, newest_state, resume_hint
 from cramcli.train.clock import ScheduleClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
@@ -33,6 +33,7 @@ from cramcli.train.metrics import MetricsLog, RunProgress
 from cramcli.train.schedules import batch_size_at, lr_factor, masking_rate
 from cramcli.train.step import TrainStep
 from cramcli.train.stopping import StopConditions
+from cramcli.utils import disk
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
 
@@ -44,9 +45,10 @@ class Trainer:
     def __init__(self, train: TrainBudget, arch: ArchBudget, data: PreparedData, run_dir: Path, *,
                  device: torch.device, rank: int = 0, world: int = 1, seed: int = 0, config_key: str,
                  dashboard: Dashboard | None = None, peak_tflops: float | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, warn: Callable[[str], object] = print) -> None:
         self.budget, self.arch, self.data, self.run_dir = train, arch, data, Path(run_dir)
         self.device, self.rank, self.world, self.seed = device, rank, world, seed
+        self.warn = warn
         self.global_micro = train.micro_batch_size * world
         torch.manual_seed(seed)
         # The run's tokenizer names the special ids: masking uses them, config.json records them.
@@ -57,7 +59,7 @@ class Trainer:
         self.cursor = DataCursor(data, self.global_micro)
         self.feed = BatchFeed(self.cursor, train.masking, data.vocab_size, self.special, device,
                               micro_batch_size=train.micro_batch_size, rank=rank, world=world, seed=seed)
-        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))
+        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0, warn=warn))
         self.stops = StopConditions(train)
         self.checkpointer = Checkpointer(
             self.run_dir, {"model": self.step, "clock": self.clock, "data": self.cursor, "rng": RngState(),
@@ -155,7 +157,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.rank == 0:
-            self.checkpointer.save(self.progress.micro_steps)
+            self.checkpointer.save(self.progress.micro_steps, self.warn)
         distributed.barrier(self.world)
 
     def _log(self, loss: float, lr: float, batch: int, tokens_per_s: float) -> None:
@@ -170,17 +172,35 @@ class Trainer:
                "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
         if self.budget.masking.final_rate is not None:
             row["mask_rate"] = self.mask_rate
-        p.log.log(row)
+        try:
+            p.log.log(row)
+        except OSError as exc:
+            if not disk.is_write_error(exc):
+                raise
+            raise disk.write_failure(exc, intact=resume_hint(self.run_dir)) from None
         self.dashboard.update(row)
 
     def export(self) -> Path:
-        """The trained model as the checkpoint `final/`, swapped in whole (a resumed run replaces the earlier one
-        without a moment of none)."""
+        """The trained model as the checkpoint `final/`, written beside it and swapped in whole: a resumed run
+        replaces the earlier one so that the path holds the old or the new folder at every instant
+        (utils/atomic.py says how, and the one fallback). A failed write leaves the old `final/` as it was."""
         from cramcli.model.checkpoint import save_checkpoint
 
         final = self.run_dir / "final"
         if self.rank == 0:
-            save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
+            needed = sum(p.numel() * p.element_size() for p in self.step.model.parameters())
+            low = disk.low_space_warning(self.run_dir, needed, "the final export")
+            if low:
+                self.warn(low)
+            try:
+                save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
+            except OSError as exc:
+                if not disk.is_write_error(exc):
+                    raise
+                before = "the previous final/ is unchanged" if final.is_dir() else "no final/ was written"
+                raise disk.write_failure(exc, final, needed=needed, intact=(
+                    f"{before}; the trained state is in checkpoint {newest_state(self.run_dir)}; free space and run "
+                    "with --resume to export it")) from None
         distributed.barrier(self.world)
         return final
 
