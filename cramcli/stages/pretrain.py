@@ -32,7 +32,7 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: outputs/runs/<budget>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every shard of --data against its checksum before training (--no-verify skips it for huge corpora and says what it skipped; ids are always checked against the vocabulary).")] = True,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps (a cap; the schedule follows the budget's schedule_clock).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps of micro-batch-size sequences, N per step under N processes (a cap; the schedule follows the budget's schedule_clock).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
     precision: options.Precision = None,
@@ -119,10 +119,12 @@ def run(
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:
-    """What a resume must match: everything but the stop caps and logging/checkpoint cadence."""
+    """What a resume must match: everything but the stop caps, logging/checkpoint cadence and how the step is
+    executed (compile, sparse_count)."""
     # schedule_clock is left out so a resume that changes it gets the clock's own message.
     train = t.model_dump(mode="json", exclude={"hours", "max_steps", "max_tokens", "checkpoint_every_minutes",
-                                               "keep_checkpoints", "log_every_steps", "compile", "schedule_clock"})
+                                               "keep_checkpoints", "log_every_steps", "compile", "sparse_count",
+                                               "schedule_clock"})
     return {"train": train, "arch": a.model_dump(mode="json"), "world": world,
             "data": prepared.manifest.get("content_hash")}
 

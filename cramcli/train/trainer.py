@@ -28,9 +28,10 @@ from cramcli.train.checkpointing import Checkpointer, RngState, newest_state, re
 from cramcli.train.clock import ScheduleClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
+from cramcli.train.feed import BatchFeed
 from cramcli.train.metrics import MetricsLog, RunProgress
 from cramcli.train.schedules import batch_size_at, lr_factor, masking_rate
-from cramcli.train.step import TrainStep, mask_batch
+from cramcli.train.step import TrainStep
 from cramcli.train.stopping import StopConditions
 from cramcli.utils import disk
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
@@ -56,6 +57,8 @@ class Trainer:
                               special=self.special, world=world, say=say if rank == 0 else None)
         self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
         self.cursor = DataCursor(data, self.global_micro)
+        self.feed = BatchFeed(self.cursor, train.masking, data.vocab_size, self.special, device,
+                              micro_batch_size=train.micro_batch_size, rank=rank, world=world, seed=seed)
         self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0, warn=warn))
         self.stops = StopConditions(train)
         self.checkpointer = Checkpointer(
@@ -68,6 +71,13 @@ class Trainer:
         # A scheduled masking rate is linear in the budget: its mid-budget value is its mean.
         self.flops_per_token = arch_flops_per_token(arch, data.seq_length, masking_rate(train.masking, 0.5))
         self.mask_rate = train.masking.rate
+
+    @property
+    def budget_steps(self) -> int:
+        """Micro-steps as the budget counts them (`max_steps`, the v1 batch ramp, the steps clock): micro-batches
+        of `micro_batch_size` sequences, so under N processes one global micro-step counts N and the caps and the
+        ramp cover the same sequences on any number of GPUs. One process: the micro-steps themselves."""
+        return self.progress.micro_steps * self.world
 
     def resume(self, warn: Any) -> Path:
         return self.checkpointer.restore(warn)
@@ -92,7 +102,7 @@ class Trainer:
                         if save_due:
                             self.save()
                             last_ckpt = time.perf_counter()
-                        batch = batch_size_at(micro_steps=p.micro_steps, x=x, batch_size=t.batch_size,
+                        batch = batch_size_at(micro_steps=self.budget_steps, x=x, batch_size=t.batch_size,
                                               micro_batch_size=self.global_micro, ramp=t.batch_ramp)
                         factor = lr_factor(t.schedule, x)
                         lr = t.optimizer.lr * factor
@@ -118,18 +128,8 @@ class Trainer:
         return reason
 
     def _micro_step(self, *, sync: bool, accumulation: int) -> torch.Tensor:
-        ids = torch.from_numpy(self.cursor.next_rows())
-        if self.device.type == "cuda":  # page-locked (torch's caching host allocator): the copy overlaps compute
-            ids = ids.pin_memory()
-        ids = ids.to(self.device, non_blocking=True)
-        # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
-        # number of ranks (and a resumed run) sees exactly the masks one process would.
-        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.progress.micro_steps)
-        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen, special=self.special,
-                                    rate=self.mask_rate)
-        lo = self.rank * self.budget.micro_batch_size
-        hi = lo + self.budget.micro_batch_size
-        return self.step.micro_step(inputs[lo:hi], labels[lo:hi], accumulation, sync)
+        inputs, labels = self.feed.next(self.progress.micro_steps, rate=self.mask_rate)
+        return self.step.micro_step(inputs, labels, accumulation, sync)
 
     def _update(self, factor: float, loss: torch.Tensor) -> float:
         """One optimizer step at the schedule's LR `factor`; returns the batch's mean loss over all ranks."""
@@ -150,8 +150,8 @@ class Trainer:
             [elapsed, float(self.stops.signal is not None), float(save_due and self.rank == 0)],
             self.device, self.world)
         elapsed, signalled, save_due = flags[0], flags[1] > 0, flags[2] > 0
-        x = self.clock.fraction(self.progress.micro_steps, elapsed)
-        reason = self.stops.should_stop(micro_steps=self.progress.micro_steps, tokens=self.progress.tokens,
+        x = self.clock.fraction(self.budget_steps, elapsed)
+        reason = self.stops.should_stop(micro_steps=self.budget_steps, tokens=self.progress.tokens,
                                         elapsed=elapsed, signalled=signalled)
         return reason, x, save_due and not reason
 
@@ -163,7 +163,7 @@ class Trainer:
     def _log(self, loss: float, lr: float, batch: int, tokens_per_s: float) -> None:
         if self.rank != 0:
             return
-        p, fraction, elapsed = self.progress, self.clock.fraction(self.progress.micro_steps), self.clock.elapsed()
+        p, fraction, elapsed = self.progress, self.clock.fraction(self.budget_steps), self.clock.elapsed()
         eta = elapsed / fraction * (1 - fraction) if fraction > 0 else float("nan")
         eta = min(eta, self.stops.budget_seconds - elapsed)  # a step-keyed run still stops when time runs out
         row = {"step": p.micro_steps, "optimizer_step": p.optimizer_steps, "loss": loss, "loss_ema": p.loss_ema,
