@@ -102,8 +102,8 @@ class ShardWriter:
     """Writes rows, in the order given, into `tokens_NNNNN.bin` shards of SHARD_ROWS rows each, hashing every
     token byte on the way (the data hash)."""
 
-    def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None) -> None:
-        self.out_dir, self.on_rows = out_dir, on_rows
+    def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None, prefix: str = "tokens") -> None:
+        self.out_dir, self.on_rows, self.prefix = out_dir, on_rows, prefix
         self.shards: list[dict[str, Any]] = []
         self.digest = hashlib.sha256()
         self._handle: BinaryIO | None = None
@@ -125,7 +125,7 @@ class ShardWriter:
     def _next_shard(self) -> None:
         if self._handle is not None:
             self._handle.close()
-        name = f"tokens_{len(self.shards):05d}.bin"
+        name = f"{self.prefix}_{len(self.shards):05d}.bin"
         self._handle = open(self.out_dir / name, "wb")  # noqa: SIM115 (kept open across write() calls)
         self.shards.append({"file": name, "rows": 0})
 

@@ -1,7 +1,9 @@
 """Reading a prepared-data folder (what `cram prepare-data` writes and `cram pretrain` reads).
 
 Layout: `manifest.json` (format `cram-prepared/1`), `tokenizer.json`, and shards `tokens_NNNNN.bin`, each a
-raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able).
+raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able). A held-out split,
+when there is one, lives in shards of its own (`heldout_NNNNN.bin`) named by the manifest's `heldout` record, so
+no training row can ever come from it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def open_for_training(data: Path | None, budget_label: str, arch: Any) -> Prepar
     return prepared
 
 
+def heldout_record(shards: list[dict[str, Any]], data_hash: str, seq_length: int, *, origin: str,
+                   **details: Any) -> dict[str, Any] | None:
+    """The manifest's `heldout` entry: its shards, row count and hash, and how it was chosen (`origin`:
+    `documents` split off by the seed, `blocks` of pre-tokenized rows, or the corpus's own `validation` split).
+    None when no row was set aside."""
+    rows = sum(int(shard["rows"]) for shard in shards)
+    if not rows:
+        return None
+    return {"num_rows": rows, "num_tokens": rows * seq_length, "shards": shards, "data_hash": data_hash,
+            "origin": origin, **details}
+
+
 class PreparedData:
     """Token rows of a prepared-data folder, read through memory maps (nothing is loaded up front)."""
 
@@ -76,22 +90,32 @@ class PreparedData:
         self.vocab_size = int(self.manifest["vocab_size"])
         self.dtype = np.dtype(self.manifest["dtype"])
         self.tokenizer_path = self.path / self.manifest.get("tokenizer", "tokenizer.json")
-        self._maps: list[np.memmap] = []
-        self._starts: list[int] = []
-        start = 0
-        for shard in self.manifest["shards"]:
+        self._maps, self._starts, self.num_rows = self._open_shards(self.manifest["shards"])
+        if self.num_rows != int(self.manifest["num_rows"]):
+            raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
+                             f"{self.manifest['num_rows']}; {_CREATE} again")
+        self.heldout: dict[str, Any] | None = self.manifest.get("heldout") or None
+        """The held-out record (see `heldout_record`), or None when the data has no held-out split."""
+
+    def _open_shards(self, shards: list[dict[str, Any]]) -> tuple[list[np.memmap], list[int], int]:
+        maps, starts, start = [], [], 0
+        for shard in shards:
             file = self.path / shard["file"]
             rows = int(shard["rows"])
             expected = rows * self.seq_length * self.dtype.itemsize
             if not file.is_file() or file.stat().st_size != expected:
                 raise UsageError(f"{file}: missing or not {expected} bytes as the manifest says; {_CREATE} again")
-            self._maps.append(np.memmap(file, dtype=self.dtype, mode="r", shape=(rows, self.seq_length)))
-            self._starts.append(start)
+            maps.append(np.memmap(file, dtype=self.dtype, mode="r", shape=(rows, self.seq_length)))
+            starts.append(start)
             start += rows
-        self.num_rows = start
-        if self.num_rows != int(self.manifest["num_rows"]):
-            raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
-                             f"{self.manifest['num_rows']}; {_CREATE} again")
+        return maps, starts, start
+
+    def heldout_rows(self) -> np.ndarray | None:
+        """Every held-out row as int64 [rows, seq_length] (a few thousand rows at most), or None."""
+        if not self.heldout:
+            return None
+        maps, _, total = self._open_shards(self.heldout["shards"])
+        return np.concatenate(maps).astype(np.int64) if total else None
 
     def source_record(self) -> dict[str, Any]:
         """Where the rows came from (for run-config.json and the model card): the source and the data budget."""

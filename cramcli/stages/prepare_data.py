@@ -203,7 +203,7 @@ def _warnings(stats: Any) -> list[str]:
 
 def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
     total = sum(manifest["timings_s"].values())
-    optional = ("removed_share", "lengths", "pretokenized", "special_tokens")
+    optional = ("removed_share", "lengths", "pretokenized", "special_tokens", "heldout")
     return {
         "content_hash": manifest["content_hash"],
         "data_hash": manifest["data_hash"],
@@ -235,6 +235,10 @@ def _table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
         table.add_row("documents kept", f"{counts['documents_kept']:,}")
     table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
     table.add_row("tokens", f"{manifest['num_tokens']:,}")
+    heldout = manifest.get("heldout")
+    table.add_row("held-out rows", "none (validation off)" if not heldout else
+                  f"{heldout['num_rows']:,} ({heldout['origin']}"
+                  + (f", {heldout['documents']:,} documents)" if "documents" in heldout else ")"))
     if copied and copied["stopped_at_max_rows"]:
         table.add_row("reading stopped at", f"max_rows = {manifest['num_rows']:,}")
     elif not copied and counts["rows_dropped_by_cap"]:

@@ -120,4 +120,4 @@ def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: An
 
 
 _SHOWN = ("final", "stop_reason", "micro_steps", "optimizer_steps", "tokens", "training_hours", "first_loss",
-          "final_loss", "tokens_per_s")
+          "final_loss", "tokens_per_s", "heldout_loss", "heldout_accuracy", "evaluations", "eval_seconds")

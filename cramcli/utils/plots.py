@@ -20,13 +20,19 @@ _DPI = 110
 
 def training_png(rows: list[dict[str, Any]], title: str = "cram pretrain") -> bytes:
     """Three panels against training time (from metrics.jsonl rows): MLM loss raw and smoothed (the run's own
-    EMA), learning rate with the batch size on a second axis, and throughput in tokens/s."""
-    seconds = [float(r.get("elapsed_s") or 0.0) for r in rows]
+    EMA) with the held-out loss when the run evaluated one, learning rate with the batch size on a second axis,
+    and throughput in tokens/s."""
+    evals = [r for r in rows if "heldout_loss" in r]
+    rows = [r for r in rows if "loss" in r]  # training lines; held-out evaluations are lines of their own
+    seconds = [float(r.get("elapsed_s") or 0.0) for r in rows + evals]
     scale, unit = _time_unit(max(seconds, default=0.0))
-    t = [s / scale for s in seconds]
+    t = [s / scale for s in seconds[: len(rows)]]
     fig, (ax_loss, ax_lr, ax_tps) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
     ax_loss.plot(t, _col(rows, "loss"), color="#9ecae1", linewidth=1, label="loss (logged step)")
     ax_loss.plot(t, _col(rows, "loss_ema"), color="#08519c", linewidth=1.8, label="smoothed (EMA 0.98)")
+    if evals:
+        ax_loss.plot([s / scale for s in seconds[len(rows):]], _col(evals, "heldout_loss"), color="#cb181d",
+                     marker="o", markersize=4, linewidth=1.5, label="held-out (fixed 15 % masking)")
     ax_loss.set_ylabel("MLM loss")
     ax_loss.legend(loc="upper right", frameon=False)
     ax_lr.plot(t, _col(rows, "lr"), color="#d94801", linewidth=1.5)
