@@ -5,7 +5,6 @@ rows (pre-tokenized; a corpus's own validation split when it has one), training 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -52,6 +52,29 @@ def training_png(rows: list[dict[str, Any]], title: str = "cram pretrain") -> by
     return _png(fig)
 
 
+def compare_png(curves: dict[str, list[list[tuple[float, float]]]], title: str) -> bytes:
+    """Held-out loss against training time, one colour per recipe: each repeat's curve thin, the mean over the
+    repeats (at the common times) thick. `curves` maps a recipe to one list of (seconds, loss) per repeat."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    longest = max((t for runs in curves.values() for run in runs for t, _ in run), default=0.0)
+    scale, unit = _time_unit(longest)
+    colours = plt.get_cmap("tab10")
+    for i, (label, runs) in enumerate(curves.items()):
+        colour = colours(i % 10)
+        for run in runs:
+            ax.plot([t / scale for t, _ in run], [v for _, v in run], color=colour, alpha=0.35, linewidth=0.9)
+        common = sorted(set.intersection(*(set(t for t, _ in run) for run in runs))) if runs else []
+        mean = [sum(dict(run)[t] for run in runs) / len(runs) for t in common]
+        ax.plot([t / scale for t in common], mean, color=colour, linewidth=2, marker="o", markersize=3.5,
+                label=f"{label} (mean of {len(runs)})")
+    ax.set_xlabel(f"training time ({unit}; evaluation not counted)")
+    ax.set_ylabel("held-out MLM loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(title, fontsize=11)
+    return _png(fig)
+
+
 def glue_png(tasks: dict[str, dict[str, Any]], columns: Iterable[str], title: str) -> bytes:
     """One bar per card column (in `columns` order, those present): the median over trials, with a whisker from
     the lowest to the highest trial. `tasks` is results.json's `tasks` (each with `median`, `min`, `max`)."""
