@@ -236,9 +236,10 @@ def _table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
     table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
     table.add_row("tokens", f"{manifest['num_tokens']:,}")
     heldout = manifest.get("heldout")
-    table.add_row("held-out rows", "none (validation off)" if not heldout else
-                  f"{heldout['num_rows']:,} ({heldout['origin']}"
-                  + (f", {heldout['documents']:,} documents)" if "documents" in heldout else ")"))
+    how = {"documents": "from {documents:,} whole documents", "blocks": "in blocks of the corpus's rows",
+           "validation": "from the corpus's validation split"}
+    table.add_row("held-out rows", f"{heldout['num_rows']:,} {how[heldout['origin']].format(**heldout)}" if heldout
+                  else "none (validation.share 0)")
     if copied and copied["stopped_at_max_rows"]:
         table.add_row("reading stopped at", f"max_rows = {manifest['num_rows']:,}")
     elif not copied and counts["rows_dropped_by_cap"]:
