@@ -5,8 +5,13 @@ rows (pre-tokenized; a corpus's own validation split when it has one), training 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cramcli.data.pipeline import heldout_documents
@@ -192,3 +197,22 @@ def test_pretrain_without_a_heldout_split_reports_none(tmp_path):
     pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu", max_steps=4)
     report = json.loads((out / "report.json").read_text())
     assert report["heldout_loss"] is None and report["evaluations"] == 0
+
+
+def test_ddp_ranks_score_shares_that_add_up_to_the_single_process_score(tmp_path):
+    data = write_prepared(tmp_path / "data", heldout=9)  # 5 + 4 rows: unequal shares
+    common = {"schedule": {"name": "constant"}, "batch_size": 16, "masking": {"scheme": "exact", "rate": 0.25}}
+    train, arch = write_budgets(tmp_path, micro_batch_size=8, **common)
+    pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=tmp_path / "single",
+                 device="cpu", max_steps=6)
+    train, arch = write_budgets(tmp_path, micro_batch_size=4, **common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cramcli",
+           "pretrain", "--budget", str(train), "--arch", str(arch), "--data", str(data), "--out",
+           str(tmp_path / "ddp"), "--device", "cpu", "--max-steps", "6", "--quiet"]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    single, ddp = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("single", "ddp"))
+    assert ddp["heldout_tokens_scored"] == single["heldout_tokens_scored"]
+    assert ddp["heldout_loss"] == pytest.approx(single["heldout_loss"], abs=2e-4)
+    assert ddp["heldout_accuracy"] == pytest.approx(single["heldout_accuracy"], abs=1e-6)
