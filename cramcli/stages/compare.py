@@ -56,7 +56,7 @@ def run(
         raise UsageError(f"--eval-every-minutes {every}: must be positive and at most --minutes {minutes:g}")
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be at least 1")
-    recipes = [compare.parse_recipe(spec, minutes, every) for spec in specs]
+    recipes = compare.distinct_names([compare.parse_recipe(spec, minutes, every) for spec in specs])
     prepared = compare.open_data(data, recipes)
     compare.check_recipes(recipes, prepared)
     dev = setup_device(device, gpu)

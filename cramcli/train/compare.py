@@ -15,7 +15,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,20 @@ def check_recipes(recipes: list[Recipe], data: PreparedData) -> None:
         sizes = ", ".join(f"{r.label} {r.arch.vocab_size}" for r in recipes)
         raise UsageError(f"--recipe: the arch budgets have different vocab_size ({sizes}); recipes are compared on "
                          "one prepared data set and its tokenizer, so give them the same vocab_size")
+    for r in recipes:
+        if r.train.micro_batch_size > data.num_rows:
+            raise UsageError(f"--recipe {r.label}: micro_batch_size {r.train.micro_batch_size} is more than the "
+                             f"{data.num_rows} rows of {data.path}; prepare more data or lower it in the budget")
     if data.heldout_rows() is None:
         raise UsageError(f"{data.path}: no held-out split to score the recipes on; re-run `cram prepare-data` with "
                          "validation.share > 0 in the data budget (the default is 0.005)")
+
+
+def distinct_names(recipes: list[Recipe]) -> list[Recipe]:
+    """The short names, unless two recipes would share one (`a/train.json`, `b/train.json`): then as typed."""
+    if len({r.name for r in recipes}) == len(recipes):
+        return recipes
+    return [replace(r, name=r.label) for r in recipes]
 
 
 def open_data(data: Path | None, recipes: list[Recipe]) -> PreparedData:
