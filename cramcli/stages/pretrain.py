@@ -111,10 +111,11 @@ def run(
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:
-    """What a resume must match: everything but the stop caps and logging/checkpoint cadence."""
+    """What a resume must match: everything but the stop caps and logging/checkpoint/evaluation cadence."""
     # schedule_clock is left out so a resume that changes it gets the clock's own message.
     train = t.model_dump(mode="json", exclude={"hours", "max_steps", "max_tokens", "checkpoint_every_minutes",
-                                               "keep_checkpoints", "log_every_steps", "compile", "schedule_clock"})
+                                               "keep_checkpoints", "log_every_steps", "eval_every_minutes", "compile",
+                                               "schedule_clock"})
     return {"train": train, "arch": a.model_dump(mode="json"), "world": world,
             "data": prepared.manifest.get("content_hash")}
 
