@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 from cramcli.budgets import DataBudget
 from cramcli.data import dedup, filters, packing
 from cramcli.data.normalize import build_normalizer
-from cramcli.data.prepared import FORMAT, heldout_record
+from cramcli.data.prepared import FORMAT, HELDOUT_STREAM, heldout_record
 from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
 from cramcli.utils.errors import UsageError
@@ -398,12 +398,8 @@ def heldout_documents(documents: int, share: float, seed: int) -> np.ndarray:
     chosen = np.zeros(documents, dtype=bool)
     count = min(max(round(share * documents), 1), documents - 1) if share > 0 else 0
     if count > 0:
-        chosen[np.random.default_rng([seed, _HELDOUT_STREAM]).choice(documents, count, replace=False)] = True
+        chosen[np.random.default_rng([seed, HELDOUT_STREAM]).choice(documents, count, replace=False)] = True
     return chosen
-
-
-_HELDOUT_STREAM = 0x4E1D
-"""Second entropy word of the held-out choice's generator, so it draws independently of the shuffle."""
 
 
 def _write_heldout(workdir: Path, budget: DataBudget, dtype: np.dtype, counts: Counts) -> dict[str, Any] | None:

@@ -56,6 +56,11 @@ def open_for_training(data: Path | None, budget_label: str, arch: Any) -> Prepar
     return prepared
 
 
+HELDOUT_STREAM = 0x4E1D
+"""Second entropy word of the generator that chooses held-out documents or blocks (`default_rng([seed, this])`),
+so the choice draws independently of the shuffle, which uses the same data-budget seed."""
+
+
 def heldout_record(shards: list[dict[str, Any]], data_hash: str, seq_length: int, *, origin: str,
                    **details: Any) -> dict[str, Any] | None:
     """The manifest's `heldout` entry: its shards, row count and hash, and how it was chosen (`origin`:

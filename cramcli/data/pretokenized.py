@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 
 from cramcli.budgets import DataBudget
 from cramcli.data import packing
-from cramcli.data.prepared import FORMAT, heldout_record
+from cramcli.data.prepared import FORMAT, HELDOUT_STREAM, heldout_record
 from cramcli.data.tokenizer import tokenizer_hash
 from cramcli.utils.errors import RunError, UsageError
 
@@ -477,7 +477,7 @@ def heldout_blocks(span: int, share: float, max_rows: int, seed: int) -> tuple[i
     length = -(-want // min(_BLOCKS, want))
     count = -(-want // length)
     slots = span // length
-    chosen = np.random.default_rng([seed, 0x4E1D]).choice(slots, min(count, slots), replace=False)
+    chosen = np.random.default_rng([seed, HELDOUT_STREAM]).choice(slots, min(count, slots), replace=False)
     return length, np.sort(chosen)
 
 

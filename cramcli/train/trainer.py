@@ -5,10 +5,10 @@
 - `DataCursor` (train/data_cursor.py): where the run is in its prepared rows;
 - `RngState` (train/checkpointing.py) and `RunProgress` (train/metrics.py): generators, counters, loss EMA.
 
-`HeldOutEval` (train/heldout.py) scores the held-out split every `eval_every_minutes` of training time and at the
-end, on a paused clock. `StopConditions` (train/stopping.py) holds every stop reason, `Checkpointer` gathers the parts' states. Decisions
-(stop, checkpoint, batch size, LR) are taken only at optimizer-step boundaries, so a checkpoint is exact, and
-under DDP rank 0's clock decides for every rank.
+`StopConditions` (train/stopping.py) holds every stop reason, `Checkpointer` gathers the parts' states. Decisions
+(stop, checkpoint, held-out evaluation, batch size, LR) are taken only at optimizer-step boundaries, so a checkpoint
+is exact, and under DDP rank 0's clock decides for every rank. `HeldOutEval` (train/heldout.py) scores the held-out
+split every `eval_every_minutes` of training time and at the end, on a paused clock.
 """
 
 from __future__ import annotations
