@@ -216,3 +216,38 @@ def test_ddp_ranks_score_shares_that_add_up_to_the_single_process_score(tmp_path
     assert ddp["heldout_tokens_scored"] == single["heldout_tokens_scored"]
     assert ddp["heldout_loss"] == pytest.approx(single["heldout_loss"], abs=2e-4)
     assert ddp["heldout_accuracy"] == pytest.approx(single["heldout_accuracy"], abs=1e-6)
+
+
+def test_saved_dataset_dict_brings_its_own_validation_split(tmp_path):
+    import datasets
+
+    from tests.test_data_corpus import write_tokenizer
+
+    rows, own = token_rows(40, 1), token_rows(12, 2)
+    root = tmp_path / "corpus"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"input_ids": rows.tolist()}),
+                          "validation": datasets.Dataset.from_dict({"input_ids": own.tolist()})}).save_to_disk(str(root))
+    write_tokenizer(root / "tokenizer")
+    budget = data_budget(tmp_path / "b.json", validation={"share": 0.01, "max_rows": 10})
+    result = cli(tmp_path, "--budget", str(budget), "--source", str(root))
+    assert result.exit_code == 0, result.output
+    [out] = prepared_folders(tmp_path)
+    data = PreparedData(out)
+    assert data.manifest["heldout"]["origin"] == "validation"
+    np.testing.assert_array_equal(data.rows(0, len(data)), rows)  # every training row kept, none held out
+    np.testing.assert_array_equal(data.heldout_rows(), own[:10])  # capped at max_rows
+
+
+def test_resume_keeps_the_evaluations_and_their_time(tmp_path):
+    data = write_prepared(tmp_path / "data", heldout=16)
+    train, arch = write_budgets(tmp_path, max_steps=400, schedule_clock="steps")
+    out = tmp_path / "run"
+    pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu", max_steps=8)
+    first = json.loads((out / "report.json").read_text())
+    assert first["evaluations"] == 1 and first["eval_seconds"] > 0
+    pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu",
+                 max_steps=16, resume=True)
+    second = json.loads((out / "report.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "heldout_loss" in r] == [8, 16] and second["evaluations"] == 2
+    assert second["eval_seconds"] >= first["eval_seconds"]  # the first session's evaluation time carried over
