@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,26 @@ def test_bad_inputs_get_one_line(setup):
         assert result.exit_code == 2, (name, result.output)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.output, (name, result.output)
+
+
+def test_sigterm_mid_compare_then_the_same_command_finishes_it(setup):
+    tmp_path, data, recipes = setup
+    cmd = [sys.executable, "-m", "cramcli", "compare", "-r", recipes[0], "-r", recipes[1], "--minutes", "0.05",
+           "--data", str(data), "--out", str(tmp_path / "cmp"), "--device", "cpu", "--threads", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = tmp_path / "cmp" / "arms" / "00-train-arch_seed0" / "arm.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the second arm's training
+    proc.send_signal(signal.SIGTERM)
+    # 130: the arm's trainer caught it and stopped cleanly (as after Ctrl-C); -SIGTERM: killed between arms.
+    assert proc.wait(timeout=60) in (130, -signal.SIGTERM)
+    assert first.exists() and not (tmp_path / "cmp" / "compare.json").exists()
+    stamp = first.stat().st_mtime_ns
+    done = subprocess.run(cmd, env=env, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert first.stat().st_mtime_ns == stamp  # the finished arm was reused
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert all(row["loss"][f"{report['times_s'][-1]:g}"]["n"] == 1 for row in report["recipes"])
