@@ -1,25 +1,50 @@
 """cram: pretrain a crammed BERT on a fixed compute budget and measure it on GLUE.
 
-`import cramcli` registers crammed BERT ("cram-bert") with transformers' Auto classes by importing
-`cramcli.model` (which registers them), at the price of importing torch and transformers (seconds).
-The `cram` command itself (`cram ...`, `python -m cramcli ...`) skips that here so `cram --help` stays fast;
-its stages import `cramcli.model`, and so register, when they use the model.
+`import cramcli` makes transformers' Auto classes know crammed BERT ("cram-bert"): `cramcli.model.register()`
+runs as soon as transformers' auto module is imported (at once when it already is). Registering needs torch and
+transformers, seconds of imports, so it waits for the moment someone loads them: `import cramcli` and the `cram`
+command (`cram --help`) stay fast, and no code decides by how Python was started.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import sys
-from pathlib import Path
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 __version__ = "0.1.0"
 
-
-def _started_as_cram_command() -> bool:
-    """True in the `cram` console script and under `python [options] -m cramcli`."""
-    argv = list(getattr(sys, "orig_argv", []))
-    ran_module = "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "cramcli"
-    return ran_module or Path(sys.argv[0]).stem == "cram"
+_AUTO = "transformers.models.auto"
 
 
-if not _started_as_cram_command():
-    import cramcli.model  # noqa: F401  (registers the Auto classes)
+def _register() -> None:
+    import cramcli.model  # noqa: F401  (registering is what importing it does)
+
+
+class _RegisterAfterAuto(importlib.abc.MetaPathFinder):
+    """Finds `transformers.models.auto` through the normal finders and has its loader register crammed BERT
+    right after running it (the module keeps its own loader; only that one loader's `exec_module` is wrapped)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        if name != _AUTO:
+            return None
+        sys.meta_path.remove(self)  # once, and so the lookup below finds the real module
+        spec = importlib.util.find_spec(name)
+        loader = spec.loader if spec is not None else None
+        if loader is not None and hasattr(loader, "exec_module"):
+            run = loader.exec_module
+
+            def exec_module(module: ModuleType) -> None:
+                run(module)
+                _register()
+
+            loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if _AUTO in sys.modules:
+    _register()
+else:
+    sys.meta_path.insert(0, _RegisterAfterAuto())

@@ -169,7 +169,7 @@ def test_refuses_glue_results_of_another_checkpoint(made: Path, tmp_path: Path) 
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     res = runner.invoke(app, ["card", str(tmp_path)])
-    assert res.exit_code == 2 and "not a cram checkpoint" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "not a checkpoint folder (no config.json" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "README.md").exists()
 
 

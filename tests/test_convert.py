@@ -15,7 +15,7 @@ from cramcli.budgets import ArchBudget
 from cramcli.cli import app
 from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
 from cramcli.model.checkpoint import load_pretrained, save_checkpoint
-from cramcli.model.convert import qkv_blocks_to_interleaved, qkv_interleaved_to_blocks
+from cramcli.model.convert import qkv_interleaved_to_blocks
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cramming"
 
@@ -58,12 +58,17 @@ def test_existing_output_is_kept_without_force_and_a_foreign_one_always(model_ck
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["keep"]
 
 
-def test_qkv_layout_functions_are_inverse_and_move_heads() -> None:
-    w = torch.arange(3 * 4 * 2 * 5, dtype=torch.float32).view(24, 5)
-    blocks = qkv_interleaved_to_blocks(w, num_heads=4)
-    assert torch.equal(qkv_blocks_to_interleaved(blocks, num_heads=4), w)
-    # head 1's query rows (interleaved rows 6-7) become rows 2-3 of the Q block
-    assert torch.equal(blocks[2:4], w[6:8])
+def test_qkv_layout_moves_every_heads_rows() -> None:
+    """v2's per-head [q_h | k_h | v_h] rows land in cram's [Q | K | V] blocks, head by head (4 heads of 2 rows)."""
+    heads, size = 4, 2
+    w = torch.arange(3 * heads * size * 5, dtype=torch.float32).view(3 * heads * size, 5)
+    blocks = qkv_interleaved_to_blocks(w, num_heads=heads)
+    for h in range(heads):
+        for part in range(3):  # q, k, v
+            src = w[(3 * h + part) * size:(3 * h + part + 1) * size]
+            dst = blocks[part * heads * size + h * size:part * heads * size + (h + 1) * size]
+            assert torch.equal(dst, src), (h, part)
+    assert torch.equal(blocks[2:4], w[6:8])  # head 1's query rows (interleaved rows 6-7): rows 2-3 of the Q block
 
 
 @pytest.mark.parametrize("variant", ["v1-legacy-tiny", "v2-tiny"])

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from cramcli.cli import app
-from cramcli.stages import demo as stage
+from cramcli.demo import report as verdict
 
 pytestmark = pytest.mark.slow  # ~1 minute on 2 CPU cores: real tokenizer, data, pretraining, fine-tuning, convert
 
@@ -22,9 +22,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), *REDUCED, "--json"])
     report = json.loads(result.stdout)  # written before any verdict
-    # A reduced demo trains for seconds and may miss its bars: then exit 1, naming them (exact bars: below).
-    assert result.exit_code == (0 if report["ok"] else 1), result.output
-    assert ("quality bar missed" in result.output) == (not report["ok"])
+    # A reduced demo trains for seconds by the clock, so how far it gets depends on the machine and its load, and
+    # it may miss a bar. The verdict is recomputed here from the raw numbers with the documented bars (MLM loss
+    # below half its start, each task a clear margin over its baseline), so a demo that calls a miss a pass, or
+    # exits 0 on a miss (1 on a pass), fails; test_report_and_summary checks those numbers against the files.
+    mlm = report["mlm"]
+    met = {"mlm": mlm["end"] < 0.5 * mlm["start"]}
+    margins = {"accuracy": 0.1, "pearson": 0.3}
+    met |= {name: t["score"] >= t["baseline"] + margins[t["metric"]] for name, t in report["tasks"].items()}
+    assert {"mlm": mlm["ok"]} | {name: t["ok"] for name, t in report["tasks"].items()} == met
+    assert report["ok"] == all(met.values())
+    assert result.exit_code == (0 if all(met.values()) else 1), result.output
+    assert ("quality bar missed" in result.output) == (not all(met.values()))
     return out, report
 
 
@@ -111,8 +120,8 @@ def test_exit_code_follows_the_bars_and_the_table_names_the_tasks(demo: tuple[Pa
     out, _ = demo
     runner = CliRunner()
     wide = {"COLUMNS": "300"}  # one table row per line
-    monkeypatch.setattr(stage, "MLM_TARGET", 100.0)
-    monkeypatch.setattr(stage, "MARGINS", {"accuracy": -2.0, "pearson": -3.0})
+    monkeypatch.setattr(verdict, "MLM_TARGET", 100.0)
+    monkeypatch.setattr(verdict, "MARGINS", {"accuracy": -2.0, "pearson": -3.0})
     passed = runner.invoke(app, ["demo", "--out", str(out), *REDUCED[:-1]], env=wide)  # reused stages: seconds
     assert passed.exit_code == 0, passed.output
     assert "all quality bars met" in passed.output and "quality bar missed" not in passed.output
@@ -120,7 +129,7 @@ def test_exit_code_follows_the_bars_and_the_table_names_the_tasks(demo: tuple[Pa
         assert name in passed.output
     if not torch.cuda.is_available():
         assert "flash not checked (no CUDA/flash-attn)" in passed.output
-    monkeypatch.setattr(stage, "MLM_TARGET", 1e-9)
+    monkeypatch.setattr(verdict, "MLM_TARGET", 1e-9)
     missed = runner.invoke(app, ["demo", "--out", str(out), *REDUCED, "--json"])
     assert missed.exit_code == 1
     assert "quality bar missed: masked-LM loss ended at" in missed.output and "(bar: below 0%)" in missed.output
@@ -155,8 +164,8 @@ def _fake_demo(out: Path, losses: list[float], medians: dict[str, float]) -> dic
 def test_quality_bars_at_their_boundaries(tmp_path: Path, losses: list[float], medians: dict[str, float],
                                           missed: list[str]) -> None:
     baselines = _fake_demo(tmp_path, losses, medians)
-    report = stage._summarise(tmp_path, {}, baselines, 1.0)
-    phrases = stage.missed_bars(report)
+    report = verdict.summarise(tmp_path, {}, baselines, 1.0)
+    phrases = verdict.missed_bars(report)
     assert report["ok"] == (not missed) and len(phrases) == len(missed)
     for phrase, what in zip(phrases, missed, strict=True):
         assert what in phrase

@@ -26,7 +26,7 @@ from tests.pretrain_helpers import SPECIALS, VOCAB, write_budgets, write_prepare
 from tests.test_data_corpus import cli, data_budget, parquet_corpus, prepared_folders, token_rows
 from tests.test_data_pipeline import budget_file, corpus, decoded_documents, expected_documents, prepare, squash  # noqa: F401
 
-SPECIAL = SpecialIds(0, 4, 5, 6, 3, {t: i for i, t in enumerate(SPECIALS)})
+SPECIAL = SpecialIds(pad=0, cls=4, sep=5, mask=6, unk=3, tokens={t: i for i, t in enumerate(SPECIALS)})
 
 
 def _documents(ids: np.ndarray, tok) -> list[str]:

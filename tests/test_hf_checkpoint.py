@@ -22,11 +22,11 @@ from cramcli.cli import app
 from cramcli.model import CrammedBertForMaskedLM
 from cramcli.model.checkpoint import (
     CheckpointError,
+    checkpoint_special_ids,
     find_checkpoint,
     load_pretrained,
     load_tokenizer,
     read_checkpoint,
-    special_ids,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def ckpt(tmp_path: Path, tok_dir: Path) -> Path:
 def _batch(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sentences through the checkpoint's own tokenizer, the second right-padded with its pad id."""
     tok = load_tokenizer(folder)
-    pad = special_ids(folder).pad
+    pad = checkpoint_special_ids(folder).pad
     rows = [e.ids for e in tok.encode_batch(["the cat sat on the mat .", "a dog ran ."])]
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
@@ -97,6 +97,14 @@ def test_import_cramcli_registers_the_auto_classes_and_the_cli_stays_light(ckpt:
     assert help_run.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "transformers" not in imported  # `cram --help` stays fast
+
+
+def test_import_cramcli_after_transformers_registers_too(ckpt: Path) -> None:
+    """transformers' auto module already loaded when cramcli is imported: registration happens at once."""
+    code = ("from transformers import AutoModelForMaskedLM\nimport cramcli\n"
+            f"print(type(AutoModelForMaskedLM.from_pretrained({str(ckpt)!r})).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "CrammedBertForMaskedLM", out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -143,14 +143,20 @@ def test_ddp_gloo_matches_single_process(tmp):
     single, ddp = _weights(tmp / "single"), _weights(tmp / "ddp")
     for key in single:
         torch.testing.assert_close(single[key], ddp[key], rtol=1e-4, atol=1e-5)
-    # MFU under DDP: tokens/s counts both ranks, so the peak is both devices' (2 × 2.5 TFLOP/s)
+    # Throughput under DDP counts both ranks: 2 ranks × 4 rows × 32 tokens a micro-step, counted by hand, and each
+    # row's tokens/s is the tokens both ranks trained since the previous row over the time between them (one
+    # rank's count would be half). MFU divides by both devices' peak (2 × 2.5 TFLOP/s).
     from cramcli import budgets
     from cramcli.utils.flops import arch_flops_per_token
 
-    arch = budgets.load("arch", tmp / "arch.json")
-    flops = arch_flops_per_token(arch, 32, 0.25)
     rows = [json.loads(line) for line in (tmp / "ddp" / "metrics.jsonl").read_text().splitlines()]
-    assert rows and all(r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / (2 * 2.5e12)) for r in rows)
+    assert len(rows) >= 3 and [r["tokens"] for r in rows] == [r["step"] * 2 * 4 * 32 for r in rows]
+    assert json.loads((tmp / "ddp" / "report.json").read_text())["tokens"] == 6 * 2 * 4 * 32
+    for before, row in zip(rows, rows[1:], strict=False):
+        measured = (row["tokens"] - before["tokens"]) / (row["elapsed_s"] - before["elapsed_s"])
+        assert 0.75 < row["tokens_per_s"] / measured < 1.33, (row, before)
+    flops = arch_flops_per_token(budgets.load("arch", tmp / "arch.json"), 32, 0.25)
+    assert all(r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / (2 * 2.5e12)) for r in rows)
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp, monkeypatch):

@@ -110,14 +110,13 @@ def test_flag_overrides_are_validated_like_the_file(tmp):
 
 
 def test_budget_file_and_preset_share_one_default_folder_name(tmp_path, monkeypatch):
-    from cramcli.data.prepared import open_for_training
-    from cramcli.stages.prepare_data import _write_pointer
+    from cramcli.data.prepared import open_for_training, write_pointer
 
     assert budgets.label("budgets/data_budget_hours_24.json") == budgets.label("24") == "24"
     assert budgets.label("budgets/train_budget_v2.json") == "v2" and budgets.label("mine/tiny.json") == "tiny"
     monkeypatch.chdir(tmp_path)
     data = write_prepared(tmp_path / "prepared")
-    _write_pointer(budgets.label("budgets/data_budget_demo.json"), data)
+    write_pointer(budgets.label("budgets/data_budget_demo.json"), data)
     arch = budgets.parse("arch", "a.json", {"vocab_size": 64, "max_seq_length": 32, "hidden_size": 32,
                                              "num_heads": 2, "intermediate_size": 64, "num_layers": 1})
     found = open_for_training(None, budgets.label("budgets/train_budget_demo.json"), arch)

@@ -8,9 +8,22 @@ from cramcli.train.stopping import StopConditions
 from cramcli.utils.errors import UsageError
 
 
-@pytest.mark.parametrize("x", [0.0, 0.1, 0.5, 0.75, 0.9, 1.0])
-def test_triangle2(x):
-    assert lr_factor(ScheduleBudget(name="budget-triangle2"), x) == pytest.approx(min(0.25 + x, 4 * (1 - x)))
+# recipe §2.2, by hand for the 24-hour run at peak LR 1e-3: 2.5e-4 at the start, rising linearly to the peak
+# at hour 18, falling linearly to 0 at hour 24.
+@pytest.mark.parametrize(("hour", "lr"), [(0, 2.5e-4), (3, 3.75e-4), (6, 5e-4), (12, 7.5e-4), (18, 1e-3),
+                                          (19.5, 7.5e-4), (21, 5e-4), (22.8, 2e-4), (24, 0.0)])
+def test_triangle2(hour, lr):
+    assert 1e-3 * lr_factor(ScheduleBudget(name="budget-triangle2"), hour / 24) == pytest.approx(lr, abs=1e-12)
+
+
+def test_triangle2_is_the_piecewise_linear_triangle():
+    """Between the recipe's three landmarks (0, 0.25), (0.75, 1), (1, 0) the factor is the straight line."""
+    import numpy as np
+
+    xs = np.linspace(0.0, 1.0, 401)
+    want = np.interp(xs, [0.0, 0.75, 1.0], [0.25, 1.0, 0.0])
+    got = [lr_factor(ScheduleBudget(name="budget-triangle2"), float(x)) for x in xs]
+    assert got == pytest.approx(want.tolist(), abs=1e-12)
 
 
 def test_triangle2_landmarks():

@@ -17,7 +17,6 @@ that grows is the dedup index and the shuffle permutation (per document) and one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -34,9 +33,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from cramcli.budgets import DataBudget
-from cramcli.data import dedup, filters, packing
+from cramcli.data import dedup, filters, packing, prepared
 from cramcli.data.normalize import build_normalizer
-from cramcli.data.prepared import FORMAT, HELDOUT_STREAM, heldout_record
 from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
 from cramcli.utils.errors import UsageError
@@ -59,17 +57,10 @@ Progress = Callable[[str, int | None], Callable[[int], None]]
 def content_hash(
     budget: DataBudget, source_identity: dict[str, Any], tokenizer_id: str | None, filter_tokenizer_id: str | None = None
 ) -> str:
-    """Hash of everything that determines the prepared rows: budget, source identity, tokenizer (and the filter
-    tokenizer's content, when the budget names one), code format."""
-    key = {
-        "format": FORMAT,
-        "code": CODE_VERSION,
-        "budget": budget.model_dump(mode="json"),
-        "source": source_identity,
-        "tokenizer": tokenizer_id,
-        "filter_tokenizer": filter_tokenizer_id,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """What determines the prepared rows: budget, source identity, tokenizer (and the filter tokenizer's content,
+    when the budget names one), and this pipeline's code version."""
+    return prepared.content_hash(CODE_VERSION, {"budget": budget.model_dump(mode="json"), "source": source_identity,
+                                                "tokenizer": tokenizer_id, "filter_tokenizer": filter_tokenizer_id})
 
 
 @dataclass
@@ -298,31 +289,22 @@ def prepare(
     result.timings["order_write"] = time.perf_counter() - t0
 
     kept_ends = sentence_ends[order]
-    result.manifest = {
-        "format": FORMAT,
-        "content_hash": chash,
-        "data_hash": data_hash,
-        "seq_length": budget.seq_length,
-        "vocab_size": vocab_size,
-        "dtype": dtype.name,
-        "num_rows": int(len(order)),
-        "num_tokens": int(len(order) * budget.seq_length),
-        "shards": shards,
-        "tokenizer": "tokenizer.json",
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "tokenizer_trained": trained,
-        "heldout": heldout,
-        "filter_tokenizer": (
+    result.manifest = prepared.new_manifest(
+        content_hash=chash, data_hash=data_hash, seq_length=budget.seq_length, vocab_size=vocab_size,
+        num_rows=int(len(order)), shards=shards, tokenizer_hash=tokenizer_hash(tokenizer),
+        special_tokens=special_ids(tokenizer).tokens,
+        source={"spec": source.spec, **source.identity(), **asdict(source.stats)},
+        budget=budget.model_dump(mode="json"),
+        tokenizer_trained=trained,
+        heldout=heldout,
+        filter_tokenizer=(
             {"spec": budget.filter.tokenizer, "hash": tokenizer_hash(filter_tokenizer)} if filter_tokenizer else None
         ),
-        "shuffled": {"seed": budget.seed, "documents": counts.documents_read} if budget.shuffle else None,
-        "special_tokens": special_ids(tokenizer).tokens,
-        "source": {"spec": source.spec, **source.identity(), **asdict(source.stats)},
-        "budget": budget.model_dump(mode="json"),
-        "counts": asdict(counts),
-        "removed_share": _removed_share(counts),
-        "lengths": _length_stats(doc_lengths, ratios),
-        "ordering": {
+        shuffled={"seed": budget.seed, "documents": counts.documents_read} if budget.shuffle else None,
+        counts=asdict(counts),
+        removed_share=_removed_share(counts),
+        lengths=_length_stats(doc_lengths, ratios),
+        ordering={
             "method": budget.ordering,
             "sentence_ends_per_row_mean": float(kept_ends.mean()),
             "sentence_ends_first_rows_mean": float(kept_ends[:1000].mean()),
@@ -330,8 +312,8 @@ def prepare(
             **({"unigram_score_first": float(scores[order[0]]), "unigram_score_last": float(scores[order[-1]])}
                if budget.ordering == "unigram" and scores is not None else {}),
         },
-        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
-    }
+        timings_s={k: round(v, 3) for k, v in result.timings.items()},
+    )
     return result
 
 
@@ -398,7 +380,7 @@ def heldout_documents(documents: int, share: float, seed: int) -> np.ndarray:
     chosen = np.zeros(documents, dtype=bool)
     count = min(max(round(share * documents), 1), documents - 1) if share > 0 else 0
     if count > 0:
-        chosen[np.random.default_rng([seed, HELDOUT_STREAM]).choice(documents, count, replace=False)] = True
+        chosen[np.random.default_rng([seed, prepared.HELDOUT_STREAM]).choice(documents, count, replace=False)] = True
     return chosen
 
 
@@ -410,7 +392,7 @@ def _write_heldout(workdir: Path, budget: DataBudget, dtype: np.dtype, counts: C
     writer.write(rows)
     shards, data_hash = writer.close()
     path.unlink()
-    return heldout_record(shards, data_hash, budget.seq_length, origin="documents", documents=counts.heldout_documents,
+    return prepared.heldout_record(shards, data_hash, budget.seq_length, origin="documents", documents=counts.heldout_documents,
                           share=budget.validation.share, seed=budget.seed)
 
 

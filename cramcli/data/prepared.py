@@ -1,4 +1,5 @@
-"""Reading a prepared-data folder (what `cram prepare-data` writes and `cram pretrain` reads).
+"""The prepared-data format (what `cram prepare-data` writes and `cram pretrain` reads), in one place: its content
+hash, building, writing and reading its manifest, and reading its rows.
 
 Layout: `manifest.json` (format `cram-prepared/1`), `tokenizer.json`, and shards `tokens_NNNNN.bin`, each a
 raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able). A held-out split,
@@ -8,22 +9,66 @@ no training row can ever come from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cramcli.data.packing import token_dtype
+from cramcli.utils.atomic import write_json
 from cramcli.utils.errors import UsageError
 
 FORMAT = "cram-prepared/1"
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
 DATA_ROOT = Path("outputs/data")
 _CREATE = "create it with `cram prepare-data`"
+
+
+def content_hash(code_version: int, key: dict[str, Any]) -> str:
+    """Short hash of everything that determines a folder's rows (`key`), the format and the version of the code
+    that made them (each way of preparing data keeps its own `CODE_VERSION`)."""
+    blob = {"format": FORMAT, "code": code_version, **key}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_manifest(*, content_hash: str, data_hash: str, seq_length: int, vocab_size: int, num_rows: int,
+                 shards: list[dict[str, Any]], tokenizer_hash: str, special_tokens: dict[str, int],
+                 source: dict[str, Any], budget: dict[str, Any], heldout: dict[str, Any] | None,
+                 **details: Any) -> dict[str, Any]:
+    """The manifest of a prepared folder: the fields every reader relies on (`heldout`: see `heldout_record`),
+    then `details` (counts, ordering, timings, how the rows were made)."""
+    return {"format": FORMAT, "content_hash": content_hash, "data_hash": data_hash, "seq_length": seq_length,
+            "vocab_size": vocab_size, "dtype": token_dtype(vocab_size).name, "num_rows": num_rows,
+            "num_tokens": num_rows * seq_length, "shards": shards, "tokenizer": TOKENIZER,
+            "tokenizer_hash": tokenizer_hash, "special_tokens": special_tokens, "source": source, "budget": budget,
+            "heldout": heldout, **details}
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """manifest.json marks a folder finished, so it is written last (atomically)."""
+    write_json(Path(folder) / MANIFEST, manifest)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a finished folder; None when there is none or it cannot be read (an unfinished folder)."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def pointer_path(budget_name: str, root: Path = DATA_ROOT) -> Path:
     """`outputs/data/latest_<budget>.json`, pointing at the last folder prepared for that data budget."""
     return root / f"latest_{budget_name}.json"
+
+
+def write_pointer(budget_name: str, folder: Path, root: Path = DATA_ROOT) -> None:
+    """Point `cram pretrain --budget NAME` at `folder`."""
+    write_json(pointer_path(budget_name, root), {"path": str(Path(folder).resolve())})
 
 
 def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | None:
@@ -33,7 +78,7 @@ def default_prepared_dir(budget_name: str, root: Path = DATA_ROOT) -> Path | Non
         path = Path(json.loads(pointer.read_text())["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return path if (path / "manifest.json").is_file() else None
+    return path if (path / MANIFEST).is_file() else None
 
 
 def open_for_training(data: Path | None, budget_label: str, arch: Any) -> PreparedData:
@@ -78,15 +123,15 @@ class PreparedData:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        manifest_file = self.path / "manifest.json"
+        manifest_file = self.path / MANIFEST
         if not self.path.is_dir():
             raise UsageError(f"{self.path}: no prepared-data folder here; {_CREATE}")
         if not manifest_file.is_file():
             raise UsageError(f"{self.path}: no manifest.json, so not a finished prepared-data folder; {_CREATE}")
-        try:
-            self.manifest: dict[str, Any] = json.loads(manifest_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{manifest_file}: unreadable ({exc}); {_CREATE} again") from None
+        manifest = read_manifest(self.path)
+        if manifest is None:
+            raise UsageError(f"{manifest_file}: unreadable; {_CREATE} again")
+        self.manifest: dict[str, Any] = manifest
         if self.manifest.get("format") != FORMAT:
             raise UsageError(
                 f"{manifest_file}: format {self.manifest.get('format')!r} is not {FORMAT!r}; {_CREATE} again"
@@ -94,7 +139,7 @@ class PreparedData:
         self.seq_length = int(self.manifest["seq_length"])
         self.vocab_size = int(self.manifest["vocab_size"])
         self.dtype = np.dtype(self.manifest["dtype"])
-        self.tokenizer_path = self.path / self.manifest.get("tokenizer", "tokenizer.json")
+        self.tokenizer_path = self.path / self.manifest.get("tokenizer", TOKENIZER)
         self._maps, self._starts, self.num_rows = self._open_shards(self.manifest["shards"])
         if self.num_rows != int(self.manifest["num_rows"]):
             raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "

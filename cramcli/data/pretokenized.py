@@ -19,7 +19,6 @@ no document boundaries, so the row on each side of a block, which may share a do
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -34,18 +33,13 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from cramcli.budgets import DataBudget
-from cramcli.data import packing
-from cramcli.data.prepared import FORMAT, HELDOUT_STREAM, heldout_record
-from cramcli.data.tokenizer import tokenizer_hash
+from cramcli.data import packing, prepared
+from cramcli.data.tokenizer import TOKENIZER_FILES, special_ids, tokenizer_hash
 from cramcli.utils.errors import RunError, UsageError
 
 CODE_VERSION = 2
 """Bump when a code change alters what a given corpus and budget produce (it is part of the content hash)."""
 ROW_BATCH = 8192
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-ROLES = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-         "cls_token": "<cls>", "sep_token": "<sep>", "mask_token": "<mask>"}
-"""Special-token roles and the names the original (and cram) give them; special_tokens_map.json overrides."""
 _HUB_HINT = ("or download the dataset repo (data/*.parquet and tokenizer/) and pass the folder: "
              "--source ./folder")
 
@@ -355,34 +349,17 @@ def load_corpus_tokenizer(corpus: Corpus) -> tuple[Tokenizer, Path]:
     return tok, file
 
 
-def special_tokens(tok: Tokenizer, folder: Path) -> tuple[dict[str, str], dict[str, int]]:
-    """(role → token, token → id) for the special tokens the tokenizer has; special_tokens_map.json (written
-    by `save_pretrained`) names the tokens, else the original's names (`<pad>`, `<mask>`, ...) are used."""
-    roles = dict(ROLES)
-    map_file = folder / "special_tokens_map.json"
-    if map_file.is_file():
-        try:
-            named = json.loads(map_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{map_file}: unreadable ({exc}); copy it again with the corpus's tokenizer") from None
-        for role, value in named.items() if isinstance(named, dict) else ():
-            content = value.get("content") if isinstance(value, dict) else value
-            if role in roles and isinstance(content, str):
-                roles[role] = content
-    present = {role: token for role, token in roles.items() if tok.token_to_id(token) is not None}
-    return present, {token: int(tok.token_to_id(token)) for token in present.values()}
-
-
 # ----------------------------------------------------------------------------------------------------------
 # copying
 
 
 def content_hash(budget: DataBudget, identity: dict[str, Any], tok_hash: str) -> str:
-    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, the code format."""
-    key = {"format": FORMAT, "code": CODE_VERSION, "source": identity, "tokenizer": tok_hash,
-           "seq_length": budget.seq_length, "max_rows": budget.max_rows,
-           "validation": budget.validation.model_dump(mode="json"), "seed": budget.seed}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, the held-out split's
+    settings, this code's version."""
+    return prepared.content_hash(CODE_VERSION, {"source": identity, "tokenizer": tok_hash,
+                                                "seq_length": budget.seq_length, "max_rows": budget.max_rows,
+                                                "validation": budget.validation.model_dump(mode="json"),
+                                                "seed": budget.seed})
 
 
 def check_config(corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path) -> dict[str, Any] | None:
@@ -456,7 +433,7 @@ def copy_rows(
             if held_rows >= v.max_rows:
                 break
     held_shards, held_hash = held.close()
-    record = heldout_record(held_shards, held_hash, budget.seq_length,
+    record = prepared.heldout_record(held_shards, held_hash, budget.seq_length,
                             **({"origin": "validation"} if own is not None else
                                {"origin": "blocks", "share": v.share, "seed": budget.seed, "rows_beside_dropped":
                                 guard_rows}))
@@ -477,7 +454,7 @@ def heldout_blocks(span: int, share: float, max_rows: int, seed: int) -> tuple[i
     length = -(-want // min(_BLOCKS, want))
     count = -(-want // length)
     slots = span // length
-    chosen = np.random.default_rng([seed, HELDOUT_STREAM]).choice(slots, min(count, slots), replace=False)
+    chosen = np.random.default_rng([seed, prepared.HELDOUT_STREAM]).choice(slots, min(count, slots), replace=False)
     return length, np.sort(chosen)
 
 
@@ -549,10 +526,9 @@ def prepare(
     """Copy the corpus's tokenizer files and rows into `workdir`; returns the manifest (the caller writes it)."""
     t0 = time.perf_counter()
     config = check_config(corpus, budget, tok, tok_file)
-    roles, ids = special_tokens(tok, tok_file.parent)
-    if "mask_token" not in roles:
-        raise UsageError(f"{tok_file}: no mask token ({ROLES['mask_token']} or special_tokens_map.json's"
-                         " mask_token) in the vocabulary; masked-LM pretraining needs one")
+    special = special_ids(tok, str(tok_file), folder=tok_file.parent)  # masked-LM pretraining needs its <mask>
+    roles = {f"{role}_token": tok.id_to_token(i) for role, i in special.as_dict().items() if i is not None}
+    ids = {token: tok.token_to_id(token) for token in roles.values()}
     for name in TOKENIZER_FILES:  # verbatim: the prepared tokenizer.json is the corpus's own
         if (tok_file.parent / name).is_file():
             shutil.copyfile(tok_file.parent / name, workdir / name)
@@ -560,27 +536,14 @@ def prepare(
     rows = stats["rows"]
     seconds = time.perf_counter() - t0
     vocab_size = tok.get_vocab_size()
-    return {
-        "format": FORMAT,
-        "content_hash": chash,
-        "data_hash": data_hash,
-        "seq_length": budget.seq_length,
-        "vocab_size": vocab_size,
-        "dtype": packing.token_dtype(vocab_size).name,
-        "num_rows": rows,
-        "num_tokens": rows * budget.seq_length,
-        "shards": shards,
-        "tokenizer": "tokenizer.json",
-        "tokenizer_hash": tokenizer_hash(tok),
-        "tokenizer_trained": False,
-        "special_tokens": ids,
-        "special_token_roles": roles,
-        "pretokenized": {"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
-                         "corpus_config": config},
-        "source": {"spec": corpus.spec, **corpus.identity()},
-        "budget": budget.model_dump(mode="json"),
-        "counts": {"rows": rows, "tokens": rows * budget.seq_length},
-        "heldout": stats["heldout"],
-        "ordering": {"method": "corpus", **stats["sentence_ends"]},
-        "timings_s": {"copy": round(seconds, 3)},
-    }
+    return prepared.new_manifest(
+        content_hash=chash, data_hash=data_hash, seq_length=budget.seq_length, vocab_size=vocab_size, num_rows=rows,
+        shards=shards, tokenizer_hash=tokenizer_hash(tok), special_tokens=ids,
+        source={"spec": corpus.spec, **corpus.identity()}, budget=budget.model_dump(mode="json"),
+        heldout=stats["heldout"], tokenizer_trained=False, special_token_roles=roles,
+        pretokenized={"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
+                      "corpus_config": config},
+        counts={"rows": rows, "tokens": rows * budget.seq_length},
+        ordering={"method": "corpus", **stats["sentence_ends"]},
+        timings_s={"copy": round(seconds, 3)},
+    )

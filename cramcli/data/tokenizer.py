@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from cramcli.budgets import NormalizationBudget, TokenizerBudget
 from cramcli.data.normalize import build_normalizer
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_object
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -30,60 +31,104 @@ SPECIAL_TOKENS: list[str] = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", 
 """Special tokens in id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<cls>`=4, `<sep>`=5, `<mask>`=6."""
 SPECIAL_IDS: dict[str, int] = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
 PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID = (SPECIAL_IDS[t] for t in ("<pad>", "<cls>", "<sep>", "<mask>", "<unk>"))
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+"""A tokenizer's files: `tokenizers`' own, then the HF side files that name its special tokens (copied with it)."""
 
 
 @dataclass(frozen=True)
 class SpecialIds:
-    """The special-token ids a model run needs, read from its tokenizer."""
+    """The ids of a tokenizer's special tokens: pad, cls, sep and mask always exist, the others may not."""
 
     pad: int
     cls: int
     sep: int
     mask: int
-    unk: int
-    tokens: dict[str, int]
+    unk: int | None = None
+    bos: int | None = None
+    eos: int | None = None
+    tokens: dict[str, int] = field(default_factory=dict, compare=False)
     """Every special token of the tokenizer (text → id): what v1 masking never selects."""
 
     @property
     def all(self) -> tuple[int, ...]:
-        return tuple(sorted(set(self.tokens.values())))
+        return tuple(sorted(set(self.tokens.values()) | {i for i in self.as_dict().values() if i is not None}))
 
     def config_fields(self) -> dict[str, int]:
         """The ids as HF config fields, so a saved config.json names the tokenizer's ids."""
-        return {"pad_token_id": self.pad, "cls_token_id": self.cls, "sep_token_id": self.sep,
-                "mask_token_id": self.mask}
+        return {f"{role}_token_id": getattr(self, role) for role in REQUIRED}
+
+    def as_dict(self) -> dict[str, int | None]:
+        """role → id (no token texts)."""
+        return {role: getattr(self, role) for role in ROLES}
 
 
-CRAM_SPECIAL_IDS = SpecialIds(PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID, dict(SPECIAL_IDS))
+ROLES = ("pad", "cls", "sep", "mask", "unk", "bos", "eos")
+REQUIRED = ("pad", "cls", "sep", "mask")
+CRAM_SPECIAL_IDS = SpecialIds(PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID, SPECIAL_IDS["<s>"], SPECIAL_IDS["</s>"],
+                              dict(SPECIAL_IDS))
 """cram's own tokenizer (and the synthetic rows of `cram bench`, drawn from ids 7 and up)."""
 
-# Token texts looked up per role: cram's and the original's names, then BERT's.
+# Token texts tried per role when no side file names them: cram's (and the original's) names, then BERT's.
 _ROLE_TOKENS = {"pad": ("<pad>", "[PAD]"), "cls": ("<cls>", "[CLS]"), "sep": ("<sep>", "[SEP]"),
-                "mask": ("<mask>", "[MASK]"), "unk": ("<unk>", "[UNK]")}
+                "mask": ("<mask>", "[MASK]"), "unk": ("<unk>", "[UNK]"), "bos": ("<s>",), "eos": ("</s>",)}
+SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
+"""The HF files that name a tokenizer's special tokens, the first one present wins (`save_pretrained` writes both)."""
 
 
-def special_ids(tokenizer: Tokenizer | str | Path, where: str | None = None) -> SpecialIds:
-    """The pad/cls/sep/mask/unk ids of a `tokenizers.Tokenizer` (or a tokenizer.json, or a folder holding one).
+def special_ids(tokenizer: Tokenizer | str | Path, where: str | None = None, *, folder: Path | None = None,
+                error: Callable[[str], Exception] = UsageError) -> SpecialIds:
+    """The one rule for a tokenizer's special-token ids, whoever asks (data, training, checkpoints, GLUE, convert).
 
-    Raises UsageError naming `where` (default: the file) when a role has no token or two roles share an id."""
+    `tokenizer`: a `tokenizers.Tokenizer`, a tokenizer.json or a folder holding one. The token *names* come from
+    the side files beside it (`tokenizer_config.json`, else `special_tokens_map.json`; `folder` says where for a
+    Tokenizer object) and otherwise are cram's/the original's (`<pad>`, ...) or BERT's (`[PAD]`, ...); the *ids*
+    always from tokenizer.json, never assumed (an original tokenizer may have `<pad>` at any id). pad, cls, sep
+    and mask must exist and differ. Problems raise `error` (a one-line message naming the file and the fix)."""
     if not isinstance(tokenizer, Tokenizer):
         file = Path(tokenizer) / "tokenizer.json" if Path(tokenizer).is_dir() else Path(tokenizer)
-        where = where or str(file)
-        tokenizer = _read_tokenizer(file)
+        where, folder = where or str(file), folder or file.parent
+        tokenizer = _read_tokenizer(file, error)
     where = where or "the tokenizer"
-    found = {role: next((i for t in names if (i := tokenizer.token_to_id(t)) is not None), None)
-             for role, names in _ROLE_TOKENS.items()}
-    missing = [_ROLE_TOKENS[role][0] for role, i in found.items() if i is None]
+    names, named_in = _token_names(folder, error)
+    found: dict[str, int | None] = {role: next((i for t in names[role] if (i := tokenizer.token_to_id(t)) is not None),
+                                               None) for role in ROLES}
+    missing = [role for role in REQUIRED if found[role] is None]
+    if missing and named_in is not None:
+        raise error(f"{named_in}: {missing[0]} token {names[missing[0]][0]!r} is not in tokenizer.json's vocabulary;"
+                    f" set {missing[0]}_token there to the tokenizer's {missing[0]} token")
     if missing:
-        raise UsageError(f"{where}: special-token ids incomplete: no {', '.join(missing)} token (cram needs "
-                         f"<pad>, <cls>, <sep>, <mask> and <unk>); use the tokenizer the model was trained with")
-    ids: dict[str, int] = {role: i for role, i in found.items() if i is not None}
+        raise error(f"{where}: special-token ids incomplete: no {', '.join(names[r][0] for r in missing)} token (cram"
+                    " needs <pad>, <cls>, <sep> and <mask>); use the tokenizer the model was trained with")
+    ids = {role: found[role] for role in REQUIRED}
     if len(set(ids.values())) < len(ids):
-        raise UsageError(f"{where}: special-token ids collide ({', '.join(f'{r}={i}' for r, i in ids.items())});"
-                         " each of pad, cls, sep, mask, unk needs its own token")
+        raise error(f"{where}: special-token ids collide ({', '.join(f'{r}={i}' for r, i in ids.items())}); each of"
+                    " pad, cls, sep, mask needs its own token")
     tokens = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
-    tokens.update({tokenizer.id_to_token(i): i for i in ids.values()})
-    return SpecialIds(**ids, tokens=dict(sorted(tokens.items(), key=lambda kv: kv[1])))
+    tokens.update({tokenizer.id_to_token(i): i for i in found.values() if i is not None})
+    return SpecialIds(**found, tokens=dict(sorted(tokens.items(), key=lambda kv: kv[1])))  # type: ignore[arg-type]
+
+
+def _token_names(folder: Path | None, error: Callable[[str], Exception]) -> tuple[dict[str, tuple[str, ...]], str | None]:
+    """role → the token texts to look up, and the side file that named them (None: the default names)."""
+    for name in SIDE_FILES if folder is not None else ():
+        file = Path(folder) / name
+        if not file.is_file():
+            continue
+        data = read_object(file, fix="restore it or delete it to use cram's token names", error=error)
+        named = {role: _content(data.get(f"{role}_token")) for role in ROLES}
+        missing = [role for role in REQUIRED if named[role] is None]
+        if missing:
+            raise error(f"{file}: names no {', '.join(f'{r}_token' for r in missing)}; add "
+                        f"{' and '.join(repr(f'{r}_token') for r in missing)} (cram needs pad, cls, sep and mask)")
+        return {role: (token,) if token else () for role, token in named.items()}, str(file)
+    return dict(_ROLE_TOKENS), None
+
+
+def _content(value: Any) -> str | None:
+    """A special token as HF writes it: a string or an AddedToken dict with `content`."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
 
 
 def check_config_ids(ids: SpecialIds, config: Mapping[str, Any], where: str) -> None:
@@ -183,13 +228,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tok
 
 
-def _read_tokenizer(file: Path) -> Tokenizer:
+def _read_tokenizer(file: Path, error: Callable[[str], Exception] = UsageError) -> Tokenizer:
     if not file.is_file():
-        raise UsageError(f"{file}: no tokenizer.json here; create one with `cram train-tokenizer --out FOLDER`")
+        raise error(f"{file}: no tokenizer.json here; create one with `cram train-tokenizer --out FOLDER`")
     try:
         return Tokenizer.from_file(str(file))
     except Exception as exc:  # the Rust loader raises plain Exceptions with a serde message
-        raise UsageError(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
+        raise error(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
 
 
 def to_hf_tokenizer(path: str | Path, model_max_length: int = 128) -> PreTrainedTokenizerFast:

@@ -1,7 +1,8 @@
 """One GLUE fine-tuning trial under the GLUE-sane protocol: tokenize, train for a few epochs, evaluate on dev.
 
 Padding and the special tokens of pair inputs come from the checkpoint's own tokenizer (an original's may have
-`<pad>` at any id); the arithmetic (bf16, fp16 with loss scaling, fp32) and the warmup rule from the budget."""
+`<pad>` at any id); the arithmetic (bf16, fp16 with loss scaling, fp32: utils/device.py's one rule) and the warmup rule from the
+budget."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from cramcli.data.tokenizer import SpecialIds, check_config_ids, special_ids
 from cramcli.glue.loaders import Example
 from cramcli.glue.metrics import compute
 from cramcli.glue.tasks import Task
+from cramcli.utils.device import Precision, resolve_precision
 from cramcli.utils.errors import RunError, UsageError
 
 PAD_MULTIPLE = 8  # dynamic padding to a multiple of 8, as the original collator did
@@ -35,24 +37,6 @@ class Encoded:
     labels: list[float]
     pad: int
     """The tokenizer's `<pad>` id, which the collator pads with."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str
-    autocast: torch.dtype | None
-    """None: plain fp32."""
-    scaler: bool
-    """fp16 only: a GradScaler keeps small gradients from flushing to zero."""
-
-
-def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """The budget's `precision` on `device`. It means the same everywhere (PyTorch autocasts on CPUs too);
-    only a GPU without bf16 is refused, with the fix."""
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-        raise UsageError(f"GLUE budget precision bf16: {torch.cuda.get_device_name(device)} has no bf16; set "
-                         '"precision": "fp16" (with loss scaling, as the original) or "fp32" in the GLUE budget')
-    return Precision(precision, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision), precision == "fp16")
 
 
 def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
@@ -67,10 +51,11 @@ def load_glue_tokenizer(checkpoint: Path, max_length: int) -> Tokenizer:
     return tok
 
 
-def checkpoint_special_ids(checkpoint: Path, tok: Tokenizer) -> SpecialIds:
-    """The tokenizer's special ids; a config.json naming other ones (cram writes them) is refused. An original
-    checkpoint's config names none at the top level (its hard-coded pad 0 sits inside `arch`, recipe §3.3)."""
-    ids = special_ids(tok, str(checkpoint / "tokenizer.json"))
+def glue_special_ids(checkpoint: Path, tok: Tokenizer) -> SpecialIds:
+    """The tokenizer's special ids (the one rule, data/tokenizer.special_ids), checked for GLUE: a config.json
+    naming other ones (cram writes them) is refused, and pairs must get a separator. An original checkpoint's
+    config names none at the top level (its hard-coded pad 0 sits inside `arch`, recipe §3.3)."""
+    ids = special_ids(tok, str(checkpoint / "tokenizer.json"), folder=checkpoint)
     try:
         config = json.loads((checkpoint / "config.json").read_text())
     except (OSError, ValueError):

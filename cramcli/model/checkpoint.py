@@ -1,16 +1,13 @@
-"""Checkpoint folders: cram's own, written and read with transformers' `save_pretrained` / `from_pretrained`,
-and the original cramming layouts, read by hand into cram's names.
+"""Checkpoint folders: cram's own, written and read with transformers' `save_pretrained` / `from_pretrained`;
+finding the checkpoint a path means (`resolve`, `find_checkpoint`); building models from what was read.
 
 What `read_checkpoint` accepts (`resolve` finds the checkpoint inside a run folder):
 - cram: `config.json` (model_type `cram-bert`) + `model.safetensors` + the tokenizer files; `cram pretrain`
   writes one to `RUN/final/`.
-- original, hub layout (v1 legacy, v2): `config.json` (model_type `crammedBERT`, the arch under `arch`) +
-  `pytorch_model.bin` (v1) or `model.safetensors` (v2).
-- original, run layout: `RUN/checkpoints/<id>/` as the original's final-checkpoint writer leaves it:
-  `model_config.json` (the bare arch dict) + `model.safetensors` (v2) or `model.pth` (v1) + its tokenizer.
+- the original cramming layouts (hub and run), read into cram's names by `model/original.py`.
 
-Special-token ids come from the checkpoint's tokenizer (`cramcli/model/tokenizer.py`); a config that names
-other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the file and the fix.
+Special-token ids come from the checkpoint's tokenizer (the one rule: `cramcli/data/tokenizer.special_ids`); a
+config that names other ids is refused. Problems raise `CheckpointError` (a ValueError) naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -18,16 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from cramcli.model import convert
+from cramcli.model import convert, original
 from cramcli.model.config import CrammedBertConfig
 from cramcli.model.errors import CheckpointError
 from cramcli.model.modeling import (
@@ -36,40 +31,19 @@ from cramcli.model.modeling import (
     CrammedBertModel,
     CrammedBertPreTrainedModel,
 )
-from cramcli.model.tokenizer import TOKENIZER_FILES, SpecialIds, copy_tokenizer, load_tokenizer, special_ids
+from cramcli.model.original import HUB_V1_WEIGHTS, RUN_CONFIG, RUN_V1_WEIGHTS, WEIGHTS
+from cramcli.model.source import Source, check_finite
+from cramcli.model.tokenizer import TOKENIZER_FILES, checkpoint_special_ids, copy_tokenizer, load_tokenizer
 from cramcli.utils.atomic import atomic_dir
+from cramcli.utils.jsonfile import read_object
 
 __all__ = ["TOKENIZER_FILES", "CheckpointError", "Source", "build_model", "find_checkpoint", "is_checkpoint",
-           "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "special_ids",
+           "load_pretrained", "load_tokenizer", "read_checkpoint", "resolve", "save_checkpoint", "checkpoint_special_ids",
            "unwrap"]
 
-WEIGHTS = "model.safetensors"
-HUB_V1_WEIGHTS = "pytorch_model.bin"
-RUN_V1_WEIGHTS = "model.pth"
-RUN_CONFIG = "model_config.json"
 HEADS: dict[str, type[CrammedBertPreTrainedModel]] = {
     "mlm": CrammedBertForMaskedLM, "cls": CrammedBertForSequenceClassification, "base": CrammedBertModel}
 _BY_CLASS = {cls.__name__: head for head, cls in HEADS.items()}
-_EMBEDDING, _DECODER = "encoder.embedding.word_embedding.weight", "decoder.weight"
-
-
-@dataclass
-class Source:
-    """What `read_checkpoint` found: the config fields, where the weights are, the tokenizer's special ids."""
-
-    folder: Path
-    format: str
-    """`cram`, `cramming-v1` or `cramming-v2`."""
-    config: dict[str, Any]
-    """CrammedBertConfig fields."""
-    weights_file: Path
-    head: str
-    """The head the checkpoint was saved with (`mlm`, `cls`, `base`)."""
-    special: SpecialIds | None
-    """The ids of the tokenizer beside the weights; None when the folder has no tokenizer."""
-    state: dict[str, torch.Tensor] | None = None
-    """Original checkpoints only: the weights renamed to cram's names (cram's own load with from_pretrained)."""
-    notes: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -101,7 +75,7 @@ def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None
                 raise CheckpointError(f"{tokenizer_path}: {tok.get_vocab_size()} tokens but the model has "
                                       f"{net.config.vocab_size} embedding rows; save it with the tokenizer it was "
                                       "trained with")
-            for name, value in special_ids(tmp, tok).config_fields().items():
+            for name, value in checkpoint_special_ids(tmp, tok).config_fields().items():
                 setattr(net.config, name, value)
         with quiet_transformers():
             net.save_pretrained(tmp)
@@ -158,8 +132,16 @@ def is_checkpoint(path: Path) -> bool:
     return (folder / RUN_CONFIG).is_file() and ((folder / WEIGHTS).is_file() or (folder / RUN_V1_WEIGHTS).is_file())
 
 
-def find_checkpoint(path: Path) -> Path:
-    """`resolve(path)`, checked to be a loadable checkpoint (config, weights, tokenizer agree)."""
+def find_checkpoint(path: Path, *, cram_only: bool = False) -> Path:
+    """`resolve(path)`, checked to be a loadable checkpoint (config, weights, tokenizer agree). `cram_only`
+    refuses the original cramming layouts (before reading their weights), naming the command that imports them."""
+    if cram_only:
+        folder = resolve(Path(path))
+        config = folder / "config.json"
+        model_type = _read_json(config).get("model_type") if config.is_file() else None
+        if (folder / RUN_CONFIG).is_file() or model_type == convert.ORIGINAL_MODEL_TYPE:
+            raise CheckpointError(f"{folder}: an original cramming checkpoint, not cram's own; import it first with "
+                                  f"`cram convert {path} --attention pytorch`")
     return read_checkpoint(path).folder
 
 
@@ -175,7 +157,7 @@ def read_checkpoint(path: Path) -> Source:
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a folder; pass the checkpoint folder that holds config.json")
     if not (folder / "config.json").is_file() and (folder / RUN_CONFIG).is_file():
-        return _read_original_run(folder)
+        return original.read_original_run(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
@@ -186,22 +168,14 @@ def read_checkpoint(path: Path) -> Source:
     if model_type == CrammedBertConfig.model_type:
         return _read_own(folder, raw)
     if model_type == convert.ORIGINAL_MODEL_TYPE:
-        arch = raw.get("arch")
-        weights = folder / WEIGHTS if (folder / WEIGHTS).is_file() else folder / HUB_V1_WEIGHTS
-        return _read_original(folder, config_file, arch if isinstance(arch, dict) else None, weights)
+        return original.read_hub_original(folder, config_file, raw)
     raise CheckpointError(f"{config_file}: unknown model_type {model_type!r}; cram reads "
                           f"{CrammedBertConfig.model_type!r} (its own) and {convert.ORIGINAL_MODEL_TYPE!r} "
                           "(original cramming v1/v2)")
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{file}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{file}: expected a JSON object")
-    return raw
+    return read_object(file, fix="restore the checkpoint's own file", error=CheckpointError)
 
 
 def _read_own(folder: Path, raw: dict[str, Any]) -> Source:
@@ -210,7 +184,7 @@ def _read_own(folder: Path, raw: dict[str, Any]) -> Source:
     config = _config(fields, folder / "config.json")
     special = None
     if (folder / "tokenizer.json").is_file():
-        special = special_ids(folder)
+        special = checkpoint_special_ids(folder)
         wrong = [f"{name} {getattr(config, name)} (tokenizer: {value})" for name, value in
                  special.config_fields().items() if getattr(config, name) not in (None, value)]
         if wrong:
@@ -252,98 +226,6 @@ def _check_own_weights(file: Path, expected: dict[str, tuple[int, ...]]) -> None
         if shapes[name] != shape:
             raise CheckpointError(f"{file}: tensor {name} has shape {list(shapes[name])} but config.json implies "
                                   f"{list(shape)}")
-
-
-def _read_original_run(folder: Path) -> Source:
-    """An original run's `checkpoints/<id>/`: the bare arch dict has no vocab size (the original took it from
-    the tokenizer), so it is read from the embedding; the tokenizer is required."""
-    config_file = folder / RUN_CONFIG
-    arch = _read_json(config_file)
-    weights = next((folder / n for n in (WEIGHTS, RUN_V1_WEIGHTS) if (folder / n).is_file()), None)
-    if weights is None:
-        raise CheckpointError(f"{folder}: neither {WEIGHTS} (v2) nor {RUN_V1_WEIGHTS} (v1) beside {RUN_CONFIG}; "
-                              "copy the weights file the original run saved into this folder")
-    if not (folder / "tokenizer.json").is_file():
-        raise CheckpointError(f"{folder / 'tokenizer.json'}: missing; the original run saved its tokenizer beside "
-                              f"{RUN_CONFIG} (tokenizer.json, tokenizer_config.json, special_tokens_map.json): "
-                              "copy those files into this folder")
-    return _read_original(folder, config_file, arch, weights)
-
-
-def _read_original(folder: Path, config_file: Path, arch: dict[str, Any] | None, weights: Path) -> Source:
-    if arch is None:
-        raise CheckpointError(f"{config_file}: model_type crammedBERT but no `arch` object")
-    state = {_strip_wrappers(k): v for k, v in _load_weights(weights).items()}
-    embedding = dict(arch.get("embedding") or {})
-    rows = next((state[k].shape[0] for k in (_EMBEDDING, _DECODER) if k in state), None)
-    if embedding.get("vocab_size") is None and rows is not None:
-        embedding["vocab_size"] = rows
-    notes = [f"original attention {(arch.get('attention') or {}).get('type')!r}"]
-    special = None
-    if (folder / "tokenizer.json").is_file():
-        tok = load_tokenizer(folder)
-        special = special_ids(folder, tok)
-        if rows is not None and tok.get_vocab_size() > rows:
-            raise CheckpointError(f"{folder / 'tokenizer.json'}: {tok.get_vocab_size()} tokens but the embedding in "
-                                  f"{weights.name} has {rows} rows; put the run's own tokenizer beside the weights")
-        said = embedding.get("pad_token_id", 0)
-        # The original never wrote the tokenizer's pad id into the arch: 0 is its default whatever the tokenizer.
-        if said not in (0, special.pad):
-            raise CheckpointError(f"{config_file}: embedding.pad_token_id {said} but tokenizer.json's pad token is "
-                                  f"{special.pad}; put the run's own tokenizer beside the weights, or set "
-                                  f"pad_token_id to {special.pad}")
-        if said != special.pad:
-            notes.append(f"pad id {special.pad} from the tokenizer ({config_file.name} says {said}, the original's "
-                         "default it wrote whatever the tokenizer)")
-        embedding["pad_token_id"] = special.pad
-    try:
-        config = convert.original_config({"arch": {**arch, "embedding": embedding}})
-    except convert.ImportProblem as exc:
-        raise CheckpointError(f"{config_file}: {exc}") from None
-    try:
-        renamed = convert.original_state_dict(state, config["num_heads"],
-                                              config["hidden_size"] // max(1, config["num_heads"]))
-    except convert.ImportProblem as exc:
-        raise CheckpointError(f"{weights}: {exc}") from None
-    if special is not None:
-        config.update(special.config_fields())
-    notes[0] += f" → cram backend {config['attention']!r}"
-    head = "cls" if "classifier.weight" in renamed else "mlm"
-    return Source(folder, f"cramming-{config['layout']}", config, weights, head, special, renamed, notes)
-
-
-def _strip_wrappers(name: str) -> str:
-    """State-dict keys as DDP (`module.`) or torch.compile (`_orig_mod.`) saved them → the bare model's."""
-    for prefix in ("module.", "_orig_mod."):
-        name = name.removeprefix(prefix)
-    return name
-
-
-def _load_weights(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        if file.suffix == ".safetensors":
-            state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{file}: weight file missing (expected {WEIGHTS} or {HUB_V1_WEIGHTS} beside "
-                              "config.json)") from None
-    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{file}: cannot read the weights, the file is truncated or corrupt ({reason})") from None
-    except Exception as exc:  # unpickling a non-state-dict raises assorted types (UnpicklingError, ...)
-        raise CheckpointError(f"{file}: not a weight file ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{file}: not a state dict of tensors")
-    _check_finite(file, state.items())
-    return state
-
-
-def _check_finite(file: Path, tensors: Any) -> None:
-    bad = [k for k, v in tensors if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise CheckpointError(f"{file}: tensor {bad[0]} holds NaN/inf values{more}; use an earlier checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -398,7 +280,7 @@ def _from_pretrained(source: Source, head: str, config: CrammedBertConfig) -> Cr
     with safe_open(str(source.weights_file), "pt") as handle:
         for name in handle.keys():  # noqa: SIM118
             stored = handle.get_tensor(name)
-            _check_finite(source.weights_file, [(name, stored)])
+            check_finite(source.weights_file, [(name, stored)])
             mine = name.removeprefix("encoder.") if head == "base" else name
             if mine in after and after[mine].shape == stored.shape and not torch.equal(after[mine],
                                                                                         stored.to(after[mine].dtype)):

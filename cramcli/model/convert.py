@@ -31,13 +31,6 @@ def qkv_interleaved_to_blocks(weight: torch.Tensor, num_heads: int) -> torch.Ten
     return weight.view(num_heads, 3, head_size, in_features).transpose(0, 1).reshape(out_features, in_features)
 
 
-def qkv_blocks_to_interleaved(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Inverse of `qkv_interleaved_to_blocks`."""
-    out_features, in_features = weight.shape
-    head_size = out_features // (3 * num_heads)
-    return weight.view(3, num_heads, head_size, in_features).transpose(0, 1).reshape(out_features, in_features)
-
-
 # (original name pattern, cram name, transform(tensor, num_heads)). `{i}` is a layer index.
 Transform = Callable[[torch.Tensor, int], torch.Tensor] | None
 NAME_TABLE: list[tuple[str, str, Transform]] = [

@@ -10,48 +10,16 @@ Problems raise `CheckpointError` (a ValueError) naming the file and the fix; sta
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
+from cramcli.data.tokenizer import TOKENIZER_FILES, SpecialIds, special_ids
 from cramcli.model.errors import CheckpointError
 from cramcli.utils.atomic import write_json
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-# cram's own token names (its tokenizer also fixes their ids, see cramcli/data/tokenizer.py).
-CRAM_TOKENS = {"pad": "<pad>", "cls": "<cls>", "sep": "<sep>", "mask": "<mask>", "unk": "<unk>", "bos": "<s>",
-               "eos": "</s>"}
-REQUIRED = ("pad", "cls", "sep", "mask")
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Ids of a tokenizer's special tokens; pad, cls, sep and mask always exist, the others may not."""
-
-    pad: int
-    cls: int
-    sep: int
-    mask: int
-    unk: int | None = None
-    bos: int | None = None
-    eos: int | None = None
-
-    def config_fields(self) -> dict[str, int]:
-        """The HF config fields a checkpoint's config.json carries: pad/cls/sep/mask_token_id."""
-        return {f"{name}_token_id": getattr(self, name) for name in REQUIRED}
-
-    def as_dict(self) -> dict[str, int | None]:
-        return asdict(self)
-
-
-def tokenizer_file(folder: Path) -> Path | None:
-    """`folder/tokenizer.json` if it exists."""
-    file = Path(folder) / "tokenizer.json"
-    return file if file.is_file() else None
+from cramcli.utils.jsonfile import read_object
 
 
 def load_tokenizer(checkpoint_dir: Path) -> Tokenizer:
@@ -66,54 +34,18 @@ def load_tokenizer(checkpoint_dir: Path) -> Tokenizer:
         raise CheckpointError(f"{file}: not a valid tokenizer.json ({str(exc).splitlines()[0]})") from None
 
 
-def special_ids(checkpoint_dir: Path, tok: Tokenizer | None = None) -> SpecialIds:
-    """The special-token ids of the checkpoint's tokenizer: names from tokenizer_config.json (else
-    special_tokens_map.json, else cram's names), ids from tokenizer.json."""
+def checkpoint_special_ids(checkpoint_dir: Path, tok: Tokenizer | None = None) -> SpecialIds:
+    """The special-token ids of the checkpoint's tokenizer, by the one rule (`data/tokenizer.special_ids`: names
+    from its side files, ids from tokenizer.json), problems raised as `CheckpointError`."""
     folder = Path(checkpoint_dir)
-    tok = tok or load_tokenizer(folder)
-    names, named_in = _token_names(folder)
-    ids: dict[str, int | None] = {}
-    for role, name in names.items():
-        ids[role] = tok.token_to_id(name) if name is not None else None
-        if role in REQUIRED and ids[role] is None:
-            fix = (f"set {role}_token there to the tokenizer's {role} token" if named_in != "tokenizer.json" else
-                   f"add a tokenizer_config.json naming its {', '.join(f'{r}_token' for r in REQUIRED)}")
-            raise CheckpointError(f"{folder / named_in}: {role} token {name!r} is not in tokenizer.json's vocabulary; {fix}")
-    return SpecialIds(**ids)  # type: ignore[arg-type]
-
-
-def _token_names(folder: Path) -> tuple[dict[str, str | None], str]:
-    """role → token string, and the file that named them."""
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        data = _read_json(folder / name)
-        if data is None:
-            continue
-        found = {role: _content(data.get(f"{role}_token")) for role in CRAM_TOKENS}
-        missing = [role for role in REQUIRED if found[role] is None]
-        if missing:
-            raise CheckpointError(f"{folder / name}: names no {', '.join(f'{r}_token' for r in missing)}; add "
-                             f"{' and '.join(repr(f'{r}_token') for r in missing)} (cram needs pad, cls, sep and mask)")
-        return found, name
-    return dict(CRAM_TOKENS), "tokenizer.json"
-
-
-def _content(value: Any) -> str | None:
-    """A special token as HF writes it: a string or an AddedToken dict with `content`."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) and value else None
+    return special_ids(tok or load_tokenizer(folder), str(folder / "tokenizer.json"), folder=folder,
+                       error=CheckpointError)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc}); restore it or delete it to use cram's token names") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
+    return read_object(path, fix="restore it or delete it to use cram's token names", error=CheckpointError)
 
 
 def copy_tokenizer(source: Path, dest: Path, model_max_length: int) -> list[str]:
@@ -133,12 +65,12 @@ def copy_tokenizer(source: Path, dest: Path, model_max_length: int) -> list[str]
     config = _read_json(dest / "tokenizer_config.json")
     if config is None:
         tok = load_tokenizer(dest)
-        names, _ = _token_names(dest)
+        ids = checkpoint_special_ids(dest, tok)
         config = {"tokenizer_class": "PreTrainedTokenizerFast",
-                  **{f"{role}_token": token for role, token in names.items() if tok.token_to_id(token) is not None}}
+                  **{f"{role}_token": tok.id_to_token(i) for role, i in ids.as_dict().items() if i is not None}}
         written.append("tokenizer_config.json")
     # The model cannot take more positions than its sinusoid table has rows, whatever the tokenizer said.
     config["model_max_length"] = model_max_length
     write_json(dest / "tokenizer_config.json", config)
-    special_ids(dest)  # a tokenizer whose special tokens are not in its vocabulary fails here, not later
+    checkpoint_special_ids(dest)  # a tokenizer whose special tokens are not in its vocabulary fails here, not later
     return written

@@ -44,7 +44,7 @@ def run(
     import torch
 
     from cramcli.train.throughput import StepBench, candidate_sizes
-    from cramcli.utils.device import setup_device
+    from cramcli.utils.device import device_name, setup_device
     from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
     train = load_budget(output, "train", budget).budget
@@ -87,7 +87,7 @@ def run(
     best = max(rows, key=lambda r: r["tokens_per_s"])
     fits = [r["micro_batch"] for r in rows if not r["compiled"]]
     report = {
-        "command": "bench", "device": str(dev), "device_name": _device_name(dev), "threads": torch.get_num_threads(),
+        "command": "bench", "device": str(dev), "device_name": device_name(dev), "threads": torch.get_num_threads(),
         "precision": bench.precision, "budget": budget,
         "arch": {"layout": arch_budget.layout, "hidden": arch_budget.hidden_size, "layers": arch_budget.num_layers,
                  "heads": arch_budget.num_heads, "intermediate": arch_budget.intermediate_size,
@@ -99,16 +99,6 @@ def run(
         "pretrain_hint": _hint(budget, best["micro_batch"], train.batch_size),
     }
     output.report(report, _render(report), Path(out) if out is not None else None)
-
-
-def _device_name(dev: Any) -> str:
-    import torch
-
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def _hint(budget: str, micro_batch: int, batch_size: int) -> str:

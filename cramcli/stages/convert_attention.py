@@ -1,18 +1,13 @@
-"""Stage `convert-attention` (alias `convert`): rewrite a checkpoint for another attention backend, importing
-original cramming v1/v2 checkpoints on the way, and prove parity on a probe batch before writing anything.
-
-cram keeps one fused-QKV weight layout for every backend ([Q | K | V], see cramcli/model/attention.py), so the
-weights are copied bit for bit; what changes in the written checkpoint is the `attention` field of config.json.
-For original checkpoints the tensors are renamed (and v2's per-head interleaved QKV permuted) by
-cramcli/model/convert.py.
+"""Stage `convert-attention` (alias `convert`): which checkpoint (the path given, else the newest finished run,
+`model/runs.py`) and where to (`-o`, else `model/runs.converted_folder`) → `model/switch_attention.py` (the
+rewrite and its parity check) → report.
 """
 
 from __future__ import annotations
 
-import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -20,16 +15,7 @@ from rich.table import Table
 from cramcli.stages import options
 from cramcli.utils import run_folder
 from cramcli.utils.console import Output
-from cramcli.utils.errors import RunError, UsageError
-
-if TYPE_CHECKING:
-    import torch
-
-TARGETS = ("pytorch", "flash")
-PROBE_BATCH, PROBE_SEQ = 4, 64
-# fp32 on CPU: SDPA vs the explicit reference differ by rounding only. bf16 (flash on CUDA): a few ulps of bf16.
-TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25}
-FLASH_NOT_CHECKED = "flash not checked (no CUDA/flash-attn)"
+from cramcli.utils.errors import UsageError
 
 
 class Attention(str, Enum):
@@ -39,24 +25,28 @@ class Attention(str, Enum):
 
 def run(
     output: Output,
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder: cram's own, an original cramming v1/v2 checkpoint, or an original run folder.")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint folder: cram's own, an original cramming v1/v2 checkpoint, or an original run folder (default: the newest finished run under outputs/runs).")] = None,
     *,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint folder.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output checkpoint folder (default: RUN/final-<attention> for a cram run, else outputs/converted/<name>-<attention>).")] = None,
     attention: Annotated[Attention, typer.Option("--attention", "-a", help="Target attention implementation.")] = Attention.pytorch,
     device: options.Device = None,
     gpu: options.Gpu = None,
     force: options.Force = False,
+    budget: options.RunBudget = None,
 ) -> None:
     """Rewrite a checkpoint for another attention implementation (flash-attn fused layout ↔ plain PyTorch),
     importing original cramming checkpoints on the way, and check parity on a probe batch."""
     from cramcli.model.attention import flash_available
     from cramcli.model.checkpoint import CheckpointError, resolve
+    from cramcli.model.runs import converted_folder, pick_run
+    from cramcli.model.switch_attention import TARGETS, switch_attention
     from cramcli.utils.device import setup_device
 
     attention = getattr(attention, "value", attention)
     if attention not in TARGETS:
         raise UsageError(f"--attention {attention}: unsupported target; choose one of {', '.join(TARGETS)}")
-    checkpoint, out = Path(checkpoint), Path(out)
+    checkpoint = pick_run(checkpoint, budget=budget, flag="CHECKPOINT", say=output.info)
+    out = Path(out) if out is not None else converted_folder(resolve(checkpoint), attention)
     if run_folder.check_owner(out, "convert-attention") is not None and not force:
         raise UsageError(f"--out {out}: already exists; pass --force to replace it or choose another --out")
     if out.resolve() == resolve(checkpoint).resolve():
@@ -66,116 +56,12 @@ def run(
     if attention == "flash" and dev.type == "cuda" and not real_flash:
         raise UsageError("--attention flash --device cuda: the flash-attn package is not installed "
                          "(pip install -e '.[flash]'), so its parity cannot be checked; or convert on the CPU")
-    started = time.perf_counter()
     try:  # the model layer's input errors name the file and the fix: one line, exit 2
-        report = _convert(output, checkpoint, out, attention, dev, real_flash, force, started)
+        report = switch_attention(checkpoint, out, attention, dev, real_flash, force=force)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     run_folder.write_marker(out, "convert-attention", run_folder.fingerprint(report["parity"]))
     output.report(report, _table(report), out / "report.json")
-
-
-def _convert(output: Output, checkpoint: Path, out: Path, attention: str, dev: torch.device, real_flash: bool,
-             force: bool, started: float) -> dict[str, Any]:
-    import torch
-
-    from cramcli.model.checkpoint import TOKENIZER_FILES, build_model, read_checkpoint, save_checkpoint
-
-    source = read_checkpoint(checkpoint)
-    output.debug(f"read {source.weights_file} ({source.format})")
-
-    # Parity runs both models in one precision; a backend that cannot run here is replaced by the reference
-    # implementation, which computes the same function (softmax(QKᵀ/√d)·V with the same mask).
-    dtype = torch.bfloat16 if real_flash else torch.float32
-
-    def runnable(backend: str) -> str:
-        return backend if backend != "flash" or real_flash else "reference"
-
-    src_backend, dst_backend = runnable(source.config.get("attention", "pytorch")), runnable(attention)
-    has_tokenizer = (source.folder / "tokenizer.json").is_file()
-    special, notes = _special_ids(source) if has_tokenizer else (None, [])
-    ids = special.config_fields() if special else {}
-    reference = build_model(source, attention=src_backend, **ids).to(dev)
-    converted = build_model(source, attention=attention, **ids)
-    # Same tensors, bit for bit: the conversion is a relabelling of the backend, never a numerical change.
-    src_state, dst_state = reference.state_dict(), converted.state_dict()
-    differing = [k for k in dst_state if not torch.equal(dst_state[k], src_state[k].cpu())]
-    if differing:
-        raise RunError(f"conversion changed tensor {differing[0]}; nothing written")
-    probe_model = build_model(source, attention=dst_backend, **ids).to(dev)
-    delta = _parity(reference, probe_model, dev, dtype, special)
-    if not delta <= TOLERANCE[str(dtype).removeprefix('torch.')]:
-        raise RunError(f"parity check failed: max |Δlogits| = {delta:.3g} > {TOLERANCE[str(dtype).removeprefix('torch.')]:g} between the "
-                       f"source ({src_backend}) and converted ({dst_backend}) model; nothing written")
-
-    save_checkpoint(converted, out, tokenizer_path=source.folder if has_tokenizer else None, force=force)
-    tokenizer_files = [n for n in TOKENIZER_FILES if (out / n).is_file()]
-    notes = [*source.notes, *notes]
-    # Which flash parity this is: a CPU run compares SDPA with the reference maths, which says nothing about the
-    # flash-attn kernel, so it must not be reported as a flash parity.
-    flash_side = "flash" in (source.config.get("attention", "pytorch"), attention)
-    flash_kernel = None if not flash_side else "checked" if real_flash else FLASH_NOT_CHECKED
-    if flash_kernel == FLASH_NOT_CHECKED:
-        notes.append(f"{FLASH_NOT_CHECKED}: the parity check compared {src_backend} with {dst_backend} (the same "
-                     "maths); run the conversion on a GPU with flash-attn to check the kernel")
-    if not has_tokenizer:
-        notes.append("the source has no tokenizer.json; add one before fine-tuning (GLUE needs it)")
-    report: dict[str, Any] = {
-        "source": str(source.folder), "source_format": source.format,
-        "source_attention": source.config.get("attention", "pytorch"), "target_attention": attention,
-        "out": str(out), "head": source.head, "layout": converted.config.layout,
-        "num_parameters": sum(p.numel() for p in converted.parameters()), "num_tensors": len(dst_state),
-        "weights_bit_identical": True, "parity": {
-            "probe": [PROBE_BATCH, min(PROBE_SEQ, converted.config.max_seq_length)], "device": str(dev),
-            "dtype": str(dtype).removeprefix("torch."), "source_backend": src_backend,
-            "converted_backend": dst_backend, "max_abs_delta_logits": delta, "tolerance": TOLERANCE[str(dtype).removeprefix('torch.')],
-            "flash_kernel": flash_kernel},
-        "special_ids": source.special.as_dict() if source.special else None,
-        "tokenizer_files": tokenizer_files, "notes": notes, "seconds": round(time.perf_counter() - started, 3),
-    }
-    return report
-
-
-def _special_ids(source: Any) -> tuple[Any, list[str]]:
-    """The source tokenizer's special ids (they go into the written config.json). A cram config that names
-    other ids is refused; an original's config is known to say pad 0 whatever its tokenizer says (recipe §3.3)."""
-    from cramcli.data.tokenizer import check_config_ids, special_ids
-
-    special = special_ids(source.folder / "tokenizer.json")
-    if source.format == "cram":
-        check_config_ids(special, source.config, str(source.folder / "config.json"))
-        return special, []
-    stated = source.config.get("pad_token_id")
-    if stated is not None and stated != special.pad:
-        return special, [f"the original config says pad id {stated}; the tokenizer's <pad> is {special.pad}, "
-                         "written to config.json"]
-    return special, []
-
-
-def _parity(a: torch.nn.Module, b: torch.nn.Module, dev: torch.device, dtype: torch.dtype, special: Any) -> float:
-    import torch
-
-    """Max |Δlogits| over the real tokens of a seeded probe batch of ordinary tokens whose last row is half
-    padding (pad and special ids from the source's tokenizer, else the config's pad id and cram's layout)."""
-    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
-
-    config = a.config
-    seq = min(PROBE_SEQ, config.max_seq_length)
-    gen = torch.Generator().manual_seed(0)
-    pad = special.pad if special else config.pad_token_id or 0
-    reserved = set((special or CRAM_SPECIAL_IDS).all) | {pad}
-    ordinary = torch.tensor([i for i in range(config.vocab_size) if i not in reserved])
-    ids = ordinary[torch.randint(len(ordinary), (PROBE_BATCH, seq), generator=gen)]
-    mask = torch.ones_like(ids)
-    mask[-1, seq // 2:] = 0
-    ids = ids.masked_fill(mask == 0, pad)
-    ids, mask = ids.to(dev), mask.to(dev)
-    with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):
-        la, lb = (m(input_ids=ids, attention_mask=mask).logits.float() for m in (a, b))
-    real = mask.bool()
-    if la.dim() == 2:  # classification logits [B, labels]
-        real = real[:, 0]
-    return float((la[real] - lb[real]).abs().max())
 
 
 def _table(report: dict[str, Any]) -> Table:
@@ -186,8 +72,8 @@ def _table(report: dict[str, Any]) -> Table:
     table.add_row("source", f"{report['source']} ({report['source_format']}, {report['source_attention']})")
     table.add_row("written", f"{report['out']} (attention {report['target_attention']}, layout {report['layout']})")
     table.add_row("weights", f"{report['num_tensors']} tensors, {report['num_parameters']:,} parameters, bit-identical")
-    if parity["flash_kernel"] == FLASH_NOT_CHECKED:
-        table.add_row("flash parity", f"[yellow]{FLASH_NOT_CHECKED}[/]")
+    if parity["flash_kernel"] not in (None, "checked"):  # the kernel itself was not run: say so in yellow
+        table.add_row("flash parity", f"[yellow]{parity['flash_kernel']}[/]")
     table.add_row("parity", f"max |Δlogits| = {parity['max_abs_delta_logits']:.3g} (≤ {parity['tolerance']:g}) on "
                             f"{parity['probe'][0]}×{parity['probe'][1]} tokens, {parity['dtype']} {parity['device']}, "
                             f"{parity['source_backend']} vs {parity['converted_backend']}")

@@ -22,3 +22,4 @@ Source = Annotated[Optional[str], typer.Option("--source", "-s", help="Raw text:
 MaxDocuments = Annotated[Optional[int], typer.Option("--max-documents", help="Read at most this many raw documents (default: the budget's).")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="bf16, fp16 (with a GradScaler, the original's) or fp32 (default: the budget's).")]
 OutFolder = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default: under outputs/).")]
+RunBudget = Annotated[Optional[str], typer.Option("--budget", "-b", help="With no checkpoint given: take the run `cram pretrain --budget NAME` wrote (outputs/runs/NAME) instead of the newest finished one.")]

@@ -2,35 +2,26 @@
 pre-tokenized corpus (an `input_ids` column, its own tokenizer beside it) → the same format, rows copied as they are.
 
 The output folder is keyed by a content hash of the budget, the source's identity, the tokenizer and the code
-format: the same command twice reuses the cached folder; any change builds a new one. Work happens in a
-hidden `.NAME.*.partial` folder beside the output that is renamed only when everything is written, so an
-interrupted run never leaves a folder that looks finished; the next run removes the dead leftovers.
+format: the same command twice reuses the cached folder; any change builds a new one (safely: data/build.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from cramcli import budgets
-from cramcli.data.prepared import DATA_ROOT, pointer_path
+from cramcli.data.build import build_folder, cached_manifest
+from cramcli.data.prepared import DATA_ROOT, write_pointer
 from cramcli.data.progress import PhaseBars
+from cramcli.data.report import source_warnings, summary, table
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import atomic, run_folder
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
-
-_OWNER = ".owner_pid"
 
 
 def run(
@@ -92,7 +83,7 @@ def run(
     def build(work: Path, bars: PhaseBars) -> dict[str, Any]:
         result = pipeline.prepare(src, data_budget, tok, work, workers=num_workers, progress=bars, chash=chash,
                                   filter_tokenizer=filter_tok)
-        for warning in _warnings(src.stats):
+        for warning in source_warnings(src.stats):
             output.warn(warning)
         return result.manifest
 
@@ -107,159 +98,19 @@ def _build(
     build: Callable[[Path, PhaseBars], dict[str, Any]],
     force: bool,
 ) -> None:
-    """Reuse a finished folder with this content hash, or build one in a work folder renamed into place."""
-    cached = _cached_manifest(final, chash, force)
+    """Reuse a finished folder with this content hash, or build one (data/build.py); point the budget at it."""
+    cached = cached_manifest(final, chash, force)
     if cached is not None:
-        _write_pointer(budget_name, final)
+        write_pointer(budget_name, final)
         output.info(f"reused cached {final} (content hash {chash}; same budget, source and tokenizer)")
-        report = {"reused": True, "path": str(final), **_summary(cached)}
-        output.report(report, _table(cached, final, reused=True))
+        output.report({"reused": True, "path": str(final), **summary(cached)}, table(cached, final, reused=True))
         return
 
-    _remove_dead_partials(final)
-    with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data", settings_fingerprint=chash,
-                                                           force=True) as work:
-        (work / _OWNER).write_text(str(os.getpid()))
+    def work_in(work: Path) -> dict[str, Any]:
         with PhaseBars(output.console) as bars:
-            manifest = build(work, bars)
-        (work / _OWNER).unlink()
-        # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
-        atomic.write_json(work / "manifest.json", manifest)
-    _write_pointer(budget_name, final)
-    report = {"reused": False, "path": str(final), **_summary(manifest)}
-    output.report(report, _table(manifest, final, reused=False), final / "report.json")
+            return build(work, bars)
 
-
-def _cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
-    """The finished manifest at `final` if it matches; refuse to replace a different result without --force, and
-    a folder cram did not make at all."""
-    manifest_file = final / "manifest.json"
-    if run_folder.check_owner(final, "prepare-data") is None:
-        return None
-    if manifest_file.is_file():
-        try:
-            manifest = json.loads(manifest_file.read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if manifest.get("content_hash") == chash and not force:
-            return manifest
-        if not force:
-            raise UsageError(
-                f"{final}: holds prepared data for other settings (content hash {manifest.get('content_hash')},"
-                f" this command's is {chash}); pass --force to rebuild it there or choose another --out"
-            )
-    elif not force:
-        raise UsageError(f"{final}: an unfinished prepared-data folder; pass --force to rebuild it or choose another "
-                         f"--out")
-    return None
-
-
-def _remove_dead_partials(final: Path) -> None:
-    """Delete work folders of earlier runs of this output that were killed (their owner process is gone)."""
-    if not final.parent.is_dir():
-        return
-    for partial in final.parent.glob(f".{final.name}.*.partial"):
-        try:
-            pid = int((partial / _OWNER).read_text())
-            os.kill(pid, 0)
-            continue  # still running: another prepare-data owns it
-        except ProcessLookupError:
-            pass
-        except (OSError, ValueError):
-            pass  # no readable owner: killed before it was written
-        shutil.rmtree(partial, ignore_errors=True)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the work folder is cleaned up instead of left behind."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside some test runners): keep the default
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _write_pointer(budget_name: str, final: Path) -> None:
-    atomic.write_json(pointer_path(budget_name), {"path": str(final.resolve())})
-
-
-def _warnings(stats: Any) -> list[str]:
-    lines = []
-    if stats.bad_bytes:
-        lines.append(f"{stats.bad_bytes} byte(s) were not UTF-8 and were replaced")
-    if stats.bad_lines:
-        lines.append(f"{stats.bad_lines} JSON line(s) skipped, e.g. {stats.bad_line_examples[0]}")
-    return lines
-
-
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    total = sum(manifest["timings_s"].values())
-    optional = ("removed_share", "lengths", "pretokenized", "special_tokens", "heldout")
-    return {
-        "content_hash": manifest["content_hash"],
-        "data_hash": manifest["data_hash"],
-        "num_rows": manifest["num_rows"],
-        "num_tokens": manifest["num_tokens"],
-        "vocab_size": manifest["vocab_size"],
-        "dtype": manifest["dtype"],
-        "counts": manifest["counts"],
-        "timings_s": manifest["timings_s"],
-        "tokens_per_second": round(manifest["counts"]["tokens"] / total, 1) if total else None,
-        "ordering": manifest["ordering"],
-        **{key: manifest[key] for key in optional if key in manifest},
-    }
-
-
-def _table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
-    counts = manifest["counts"]
-    table = Table(title=f"prepared data {'(cached) ' if reused else ''}→ {path}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    copied = manifest.get("pretokenized")
-    if copied:
-        table.add_row("pre-tokenized corpus", f"{manifest['source']['spec']} ({copied['layout']})")
-    else:
-        read = max(counts["documents_read"], 1)
-        table.add_row("documents read", f"{counts['documents_read']:,}")
-        for name in ("empty", "too_short", "exact_duplicates", "near_duplicates", "compressibility"):
-            table.add_row(f"  removed: {name.replace('_', ' ')}", f"{counts[name]:,} ({counts[name] / read:.1%})")
-        table.add_row("documents kept", f"{counts['documents_kept']:,}")
-    table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
-    table.add_row("tokens", f"{manifest['num_tokens']:,}")
-    heldout = manifest.get("heldout")
-    how = {"documents": "from {documents:,} whole documents", "blocks": "in blocks of the corpus's rows",
-           "validation": "from the corpus's validation split"}
-    table.add_row("held-out rows", f"{heldout['num_rows']:,} {how[heldout['origin']].format(**heldout)}" if heldout
-                  else "none (validation.share 0)")
-    if copied and copied["stopped_at_max_rows"]:
-        table.add_row("reading stopped at", f"max_rows = {manifest['num_rows']:,}")
-    elif not copied and counts["rows_dropped_by_cap"]:
-        table.add_row("rows dropped by max_rows", f"{counts['rows_dropped_by_cap']:,}")
-    table.add_row("vocabulary", f"{manifest['vocab_size']:,} (hash {manifest['tokenizer_hash']})")
-    if copied:
-        table.add_row("special ids", ", ".join(f"{t}={i}" for t, i in manifest["special_tokens"].items()))
-    else:
-        lengths = manifest["lengths"]
-        table.add_row("tokens/char p10 / median / p90",
-                      f"{lengths['tokens_per_char_p10']:.2f} / {lengths['tokens_per_char_median']:.2f}"
-                      f" / {lengths['tokens_per_char_p90']:.2f}")
-    order = manifest["ordering"]
-    table.add_row(f"ordering: {order['method']}",
-                  f"'.' per row: first 1k {order['sentence_ends_first_rows_mean']:.2f},"
-                  f" last 1k {order['sentence_ends_last_rows_mean']:.2f}")
-    timings = manifest["timings_s"]
-    total = sum(timings.values())
-    table.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    if total:
-        table.add_row("throughput", f"{counts['tokens'] / total:,.0f} tokens/s")
-    table.add_row("content hash", manifest["content_hash"])
-    return table
+    manifest = build_folder(final, chash, work_in)
+    write_pointer(budget_name, final)
+    report = {"reused": False, "path": str(final), **summary(manifest)}
+    output.report(report, table(manifest, final, reused=False), final / "report.json")

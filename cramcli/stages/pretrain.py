@@ -46,6 +46,7 @@ def run(
     Checkpoints every few minutes and on Ctrl-C/SIGTERM; [bold]--resume[/] continues exactly. Under torchrun
     it trains data-parallel (DDP).
     """
+    from cramcli.model.runs import run_folder as default_run_folder
     from cramcli.train.dashboard import Dashboard
     from cramcli.train.distributed import barrier, process_group
     from cramcli.train.trainer import NonFiniteLoss, Trainer
@@ -57,7 +58,7 @@ def run(
         "precision": ("--precision", precision)})
     arch_budget = load_budget(output, "arch", arch or budget)
     t, a, label = train.budget, arch_budget.budget, budgets.label(budget)
-    run_dir = Path(out) if out is not None else Path("outputs/runs") / label
+    run_dir = Path(out) if out is not None else default_run_folder(budget)
     if peak_tflops is not None and peak_tflops <= 0:
         raise UsageError(f"--peak-tflops {peak_tflops}: must be positive")
     if resume and force:
@@ -84,7 +85,7 @@ def run(
             barrier(world)
             dash = Dashboard(output.console, enabled=rank == 0 and not output.quiet)
             trainer = Trainer(t, a, prepared, run_dir, device=dev, rank=rank, world=world, seed=seed,
-                              config_key=key, dashboard=dash, peak_tflops=peak_tflops)
+                              config_key=key, dashboard=dash, peak_tflops=peak_tflops, say=output.info)
             if resume:
                 try:
                     path = trainer.resume(output.warn)

@@ -14,33 +14,36 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from cramcli.stages import options
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_LOGIN = "set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) or run `hf auth login`"
 IGNORE = [".*", "**/.*"]
 """Hidden files (atomic-write leftovers, editor files) never leave the machine."""
 
 
 def run(
     output: Output,
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (or run folder) to upload.")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (or run folder) to upload; default: the newest finished run under outputs/runs.")] = None,
     *,
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo OWNER/NAME (created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to upload to (created if missing; default main).")] = None,
+    budget: options.RunBudget = None,
 ) -> None:
     """Upload a checkpoint to the Hugging Face hub with its model card (written first if missing).
 
     Needs a token: HF_TOKEN or `hf auth login`.
     """
-    from cramcli.stages import card
+    from cramcli.model.runs import pick_run
+    from cramcli.publish.hub import LOGIN, hub_errors
+    from cramcli.publish.recorded import cram_checkpoint
 
     _check_repo_id(repo_id)
     if revision is not None and not revision.strip():
         raise UsageError("--revision: empty; pass a branch name, e.g. --revision main")
-    folder, _ = card.find_checkpoint(Path(checkpoint))
+    folder, _ = cram_checkpoint(pick_run(checkpoint, budget=budget, flag="CHECKPOINT", say=output.info))
     import huggingface_hub
     from huggingface_hub import HfApi, constants
 
@@ -48,11 +51,11 @@ def run(
         raise UsageError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it (and HF_HUB_OFFLINE=0) to push")
     token = huggingface_hub.get_token()
     if not token:
-        raise UsageError(f"no Hugging Face token found; {_LOGIN}")
+        raise UsageError(f"no Hugging Face token found; {LOGIN}")
 
     card_note = _ensure_card(output, folder, repo_id)
     api = HfApi(endpoint=constants.ENDPOINT, token=token)
-    with _hub_errors(repo_id, constants.ENDPOINT):
+    with hub_errors(repo_id, constants.ENDPOINT):
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -72,7 +75,7 @@ def _check_repo_id(repo_id: str) -> None:
 
 def _ensure_card(output: Output, folder: Path, repo_id: str) -> str:
     """Write the card when missing; point cram's own card at the repo; leave an edited card alone."""
-    from cramcli.stages import card
+    from cramcli.publish import write as card
 
     readme = folder / card.README
     if not readme.exists():
@@ -88,50 +91,6 @@ def _ensure_card(output: Output, folder: Path, repo_id: str) -> str:
     card.write_card(folder, glue=Path(glue) if glue and Path(glue).is_file() else None, name=inputs.get("name"),
                     license=inputs.get("license") or card.DEFAULT_LICENSE, note=inputs.get("note"), repo_id=repo_id)
     return "rewritten for this repo"
-
-
-class _hub_errors:
-    """Turn the hub client's exceptions into one line each (their classes differ across huggingface_hub
-    versions: requests, httpx, httpx2), never a traceback."""
-
-    def __init__(self, repo_id: str, endpoint: str) -> None:
-        self.repo_id, self.endpoint = repo_id, endpoint
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, Exception) or isinstance(exc, UsageError):
-            return False
-        from huggingface_hub.errors import HfHubHTTPError
-
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        if isinstance(exc, HfHubHTTPError):
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            if status == 401:
-                raise UsageError(f"the hub rejected the token (401 at {self.endpoint}); {_LOGIN}") from None
-            if status == 403:
-                raise UsageError(f"--repo-id {self.repo_id}: the token may not write there (403); use a repo under "
-                                 "your name or an organisation that granted you write access") from None
-            raise UsageError(f"--repo-id {self.repo_id}: the hub refused ({status}: {first})") from None
-        if _is_network_error(exc):
-            raise UsageError(f"cannot reach the hub at {self.endpoint} ({type(exc).__name__}: {first}); check the "
-                             "network connection (or HF_ENDPOINT), then push again") from None
-        return False
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses."""
-    if isinstance(exc, OSError):  # includes requests' ConnectionError (huggingface_hub < 1.0)
-        return True
-    classes: list[type] = []
-    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",))):
-        try:
-            mod = __import__(module)
-        except ImportError:
-            continue
-        classes += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
-    return isinstance(exc, tuple(classes))
 
 
 def _table(report: dict[str, Any]) -> Table:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cramcli.utils.atomic import write_text
+from cramcli.utils.jsonfile import read_rows
 
 
 class MetricsLog:
@@ -16,7 +17,7 @@ class MetricsLog:
         self.enabled = enabled
         self.rows: list[dict[str, Any]] = []
         if enabled and self.path.exists():  # resume: keep the curve of earlier sessions
-            self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.rows = read_rows(self.path)
         self._tb = _tensorboard(self.path.parent) if enabled else None
         self._wandb = _wandb(self.path.parent) if enabled else None
 

@@ -13,7 +13,7 @@ import torch
 from cramcli.budgets import ArchBudget, MaskingBudget, TrainBudget
 from cramcli.data.tokenizer import SpecialIds
 from cramcli.train.masking import mask_tokens
-from cramcli.utils.device import autocast_dtype
+from cramcli.utils.device import resolve_precision
 
 
 def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int, generator: torch.Generator, *,
@@ -48,7 +48,8 @@ class TrainStep:
     trainer part: it saves and restores the weights, the optimizer and the scaler."""
 
     def __init__(self, arch: ArchBudget, train: TrainBudget, device: torch.device, *, tokens_per_micro_batch: int,
-                 special: SpecialIds, world: int = 1, compile: bool | None = None) -> None:
+                 special: SpecialIds, world: int = 1, compile: bool | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
         from cramcli.train.masking import static_prediction_rate
         from cramcli.train.optim import make_optimizer
@@ -65,9 +66,10 @@ class TrainStep:
         self.model = CrammedBertForMaskedLM(config).to(device)
         self.model.eval()  # recipe §2.6: pretraining runs with dropout off; gradients still flow
         self.optimizer = make_optimizer(self.model, train.optimizer, device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and train.precision == "fp16")
-        self.dtype = autocast_dtype(train.precision, device)
-        self.precision = train.precision if device.type == "cuda" else "fp32"
+        precision = resolve_precision(train.precision, device, say)  # `say`: the bf16 → fp16 fallback line
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision.scaler)
+        self.dtype = precision.autocast
+        self.precision = precision.name
         self.grad_clip = train.grad_clip
         self.forward: torch.nn.Module = self.model
         if world > 1:

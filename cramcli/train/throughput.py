@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from cramcli import budgets
+from cramcli.utils.device import resolve_precision
 from cramcli.utils.errors import RunError
 
 CPU_TOKENS_PER_MICRO_BATCH = 2048
@@ -38,8 +39,8 @@ class StepBench:
 
     @property
     def precision(self) -> str:
-        """What the step computes in: the budget's autocast on CUDA, fp32 on a CPU."""
-        return self.train.precision if self.dev.type == "cuda" else "fp32"
+        """What the step computes in (the one precision rule, utils/device.py)."""
+        return resolve_precision(self.train.precision, self.dev).name
 
     def measure(self, micro_batch: int, compiled: bool) -> dict[str, Any] | None:
         """Time whole training steps of one micro-batch; None when it does not fit in GPU memory."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class NonFiniteLoss(RuntimeError):
 class Trainer:
     def __init__(self, train: TrainBudget, arch: ArchBudget, data: PreparedData, run_dir: Path, *,
                  device: torch.device, rank: int = 0, world: int = 1, seed: int = 0, config_key: str,
-                 dashboard: Dashboard | None = None, peak_tflops: float | None = None) -> None:
+                 dashboard: Dashboard | None = None, peak_tflops: float | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.budget, self.arch, self.data, self.run_dir = train, arch, data, Path(run_dir)
         self.device, self.rank, self.world, self.seed = device, rank, world, seed
         self.global_micro = train.micro_batch_size * world
@@ -51,7 +53,7 @@ class Trainer:
         # The run's tokenizer names the special ids: masking uses them, config.json records them.
         self.special = special_ids(data.tokenizer_path)
         self.step = TrainStep(arch, train, device, tokens_per_micro_batch=train.micro_batch_size * data.seq_length,
-                              special=self.special, world=world)
+                              special=self.special, world=world, say=say if rank == 0 else None)
         self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
         self.cursor = DataCursor(data, self.global_micro)
         self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))

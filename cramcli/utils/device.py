@@ -1,7 +1,10 @@
 """The one device setup every stage uses: the device from `--device` / `--gpu`, fast maths on it (TF32 on CUDA,
-the allocator setting on a CPU), and the autocast dtype a budget's `precision` means there."""
+the allocator setting on a CPU), and the one precision rule pretraining and GLUE share (`resolve_precision`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -39,11 +42,39 @@ def setup_device(device: str | None, gpu: int | None) -> torch.device:
     return dev
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast on CUDA as the budget says; None (plain fp32) on a CPU or for `fp32`."""
-    if device.type != "cuda":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+@dataclass(frozen=True)
+class Precision:
+    """What a budget's `precision` means on one device."""
+
+    name: str
+    """What runs: `bf16`, `fp16` or `fp32` (a CPU always says `fp32`)."""
+    autocast: torch.dtype | None
+    """The autocast dtype; None: plain fp32."""
+    scaler: bool
+    """fp16 only: a GradScaler keeps small gradients from flushing to zero."""
+
+
+FP32 = Precision("fp32", None, False)
+
+
+def resolve_precision(precision: str, device: torch.device,
+                      say: Callable[[str], None] | None = None) -> Precision:
+    """The one precision rule (pretraining and GLUE alike), the original's: autocast on CUDA only, so a CPU runs
+    fp32 whatever the budget says; `fp16` brings a GradScaler; `bf16` on a GPU without it (T4, V100, 2080 Ti)
+    falls back to fp16 with the GradScaler, as the original trains there, and `say` gets one line about it."""
+    if device.type != "cuda" or precision == "fp32":
+        return FP32
+    if precision == "bf16" and not bf16_supported(device):
+        if say is not None:
+            say(f"{torch.cuda.get_device_name(device)} has no bf16: running fp16 with a loss scaler instead "
+                "(as the original does on such GPUs)")
+        precision = "fp16"
+    return Precision(precision, torch.bfloat16 if precision == "bf16" else torch.float16, precision == "fp16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 on this GPU (emulated bf16 is slower than fp16, so it does not count)."""
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
 def enable_fast_math(dev: torch.device) -> None:

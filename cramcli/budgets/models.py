@@ -1,23 +1,12 @@
-"""Budgets: the JSON files in `budgets/` that fix everything a stage does, validated by pydantic.
-
-Four kinds, one model each: `DataBudget` (prepare-data), `ArchBudget` (the model), `TrainBudget` (pretrain) and
-`GlueBudget` (finetune-glue). A budget is named on the command line by a preset name (`24`, `v2`, `demo`) that
-resolves to `budgets/<kind>_budget_<name>.json` (`24` → `hours_24`), or by a path to a JSON file.
-Every problem in a file is reported as one line `file: field.path: message (allowed: ...)`.
-"""
+"""The budget models: four kinds, one pydantic model each — `DataBudget` (prepare-data), `ArchBudget` (the model),
+`TrainBudget` (pretrain) and `GlueBudget` (finetune-glue). Each field's docstring is its documentation
+(docs/budgets.md is generated from it). Reading budget files, flag overrides and the schema: `files.py`."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from cramcli.utils.errors import UsageError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KINDS = ("data", "arch", "train", "glue")
 GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
@@ -229,7 +218,8 @@ class MaskingBudget(_Strict):
 
 class TrainBudget(_Strict):
     hours: PositiveFloat = 24.0
-    """Wall-clock training time; the LR schedule and the batch ramp are keyed to the share of it spent."""
+    """Wall-clock training time; the LR schedule (and a fractional batch ramp) follows the share of it spent; a
+    batch ramp of ≥ 1 counts micro-steps, not time."""
     optimizer: OptimizerBudget = OptimizerBudget()
     schedule: ScheduleBudget = ScheduleBudget()
     masking: MaskingBudget = MaskingBudget()
@@ -250,7 +240,8 @@ class TrainBudget(_Strict):
     max_tokens: PositiveInt | None = None
     """Stop after this many training tokens (a cap)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    """Autocast dtype on CUDA (fp16 uses a GradScaler); the CPU always trains in fp32."""
+    """Autocast dtype on CUDA (fp16 uses a GradScaler; bf16 on a GPU without it falls back to fp16 with the
+    GradScaler, saying so); the CPU always trains in fp32."""
     compile: bool = False
     """Wrap the model in torch.compile."""
     checkpoint_every_minutes: Annotated[float, Field(gt=0.0, le=1e6)] = 60.0
@@ -301,8 +292,9 @@ class GlueBudget(_Strict):
     dropout: Fraction = 0.1
     max_length: Annotated[int, Field(ge=8, le=65536)] = 128
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    """Fine-tuning arithmetic, on any device: `bf16` autocast; `fp16` autocast with a GradScaler (the
-    original's choice; for GPUs without bf16; works on a CPU, slowly); `fp32` no autocast."""
+    """Fine-tuning arithmetic on CUDA, the same rule as pretraining's: `bf16` autocast (on a GPU without bf16,
+    fp16 with a GradScaler, saying so); `fp16` autocast with a GradScaler (the original's choice); `fp32` no
+    autocast. A CPU fine-tunes in fp32, as the original (autocast off on a CPU)."""
 
     @model_validator(mode="after")
     def _sane_rules(self) -> GlueBudget:
@@ -314,218 +306,3 @@ class GlueBudget(_Strict):
 
 
 MODELS: dict[str, type[_Strict]] = {"data": DataBudget, "arch": ArchBudget, "train": TrainBudget, "glue": GlueBudget}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# loading
-
-
-def budgets_dir() -> Path:
-    """Shipped budgets: inside the installed package, or `budgets/` of a source checkout."""
-    installed = Path(__file__).parent / "_budgets"
-    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "budgets"
-
-
-def preset_names() -> list[str]:
-    """Preset names that have a file for every kind (`24`, `v2`, `demo`, ...)."""
-    names: dict[str, set[str]] = {}
-    for path in budgets_dir().glob("*_budget_*.json"):
-        kind, _, stem = path.stem.partition("_budget_")
-        names.setdefault(stem, set()).add(kind)
-    return sorted((_display_name(s) for s, kinds in names.items() if kinds >= set(KINDS)), key=_sort_key)
-
-
-def _display_name(stem: str) -> str:
-    return stem.removeprefix("hours_") if stem.startswith("hours_") else stem
-
-
-def _sort_key(name: str) -> tuple[int, str]:
-    return (0, f"{float(name):012.3f}") if _is_number(name) else (1, name)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def resolve_path(kind: str, name_or_path: str | Path) -> Path:
-    """A preset name (`24`, `v2`, `demo`) or a path to a JSON file → the file to read."""
-    text = str(name_or_path)
-    if text.endswith(".json") or "/" in text or Path(text).exists():
-        return Path(text)
-    stem = f"hours_{text}" if _is_number(text) else text
-    path = budgets_dir() / f"{kind}_budget_{stem}.json"
-    if not path.exists():
-        raise UsageError(
-            f"--budget {text}: no {kind} budget named {text!r} (expected {path});"
-            f" presets: {', '.join(preset_names()) or 'none'}, or pass a path to a JSON file"
-        )
-    return path
-
-
-def label(name_or_path: str | Path) -> str:
-    """The one short name a budget goes by in default folder names: `24` for the preset `24` and for the file
-    `budgets/train_budget_hours_24.json` alike (so every kind of the same preset finds the others' folders); a
-    custom file's name without `.json` otherwise."""
-    text = str(name_or_path)
-    if not (text.endswith(".json") or "/" in text):
-        return text
-    stem = Path(text).stem
-    kind, sep, rest = stem.partition("_budget_")
-    return _display_name(rest) if sep and kind in KINDS else stem
-
-
-def file_label(kind: str, name_or_path: str | Path) -> str:
-    """The name a budget goes by in published file names: `hours_24` for the preset 24
-    (`train_budget_hours_24.json`), `X` for a file `train_budget_X.json`, else the file's stem."""
-    stem = resolve_path(kind, name_or_path).stem
-    return stem.partition("_budget_")[2] or stem
-
-
-def load(kind: str, name_or_path: str | Path) -> Any:
-    """Read and validate one budget; every problem becomes one line of a `UsageError` (exit 2)."""
-    path = resolve_path(kind, name_or_path)
-    return parse(kind, path, _read_json(path))
-
-
-def _read_json(path: Path) -> Any:
-    if not path.exists():
-        raise UsageError(f"{path}: budget file not found; pass a preset name ({', '.join(preset_names())}) or a path")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory; pass a budget JSON file inside it")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}); save the budget as UTF-8 JSON") from None
-    if not text.strip():
-        raise UsageError(f"{path}: file is empty; a budget is a JSON object, e.g. {{}} for all defaults")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from None
-    except ValueError as exc:
-        raise UsageError(f"{path}: invalid JSON ({exc})") from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a valid number in a budget")
-
-
-def parse(kind: str, path: Path | str, data: Any) -> Any:
-    model = MODELS[kind]
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a {kind} budget must be a JSON object, not {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(*(f"{path}: {format_error(err)}" for err in exc.errors())) from None
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A validated budget and where each of its fields came from: the preset or file, a flag, or the default."""
-
-    budget: Any
-    sources: dict[str, str]
-
-
-def resolve(kind: str, name_or_path: str | Path, flags: dict[str, tuple[str, Any]] | None = None) -> Resolved:
-    """Load a budget with command-line overrides, validated as one document, so a flag gets exactly the checks a
-    value in the file gets. `flags` maps a field path (`hours`, `optimizer.lr`) to (the flag as typed, its value);
-    a None value means the flag was not given."""
-    path = resolve_path(kind, name_or_path)
-    raw = _read_json(path)
-    if not isinstance(raw, dict):
-        parse(kind, path, raw)  # raises the one-line error for a non-object
-    given = {field: fv for field, fv in (flags or {}).items() if fv[1] is not None}
-    merged = copy.deepcopy(raw)
-    for field, (_, value) in given.items():
-        _set_path(merged, field, value)
-    try:
-        budget = MODELS[kind].model_validate(merged)
-    except ValidationError as exc:
-        raise UsageError(*(_override_error(path, err, given) for err in exc.errors())) from None
-    origin = f"file {path}" if Path(str(name_or_path)).suffix == ".json" or "/" in str(name_or_path) else \
-        f"preset {name_or_path} ({path.name})"
-    sources = {field: (given[field][0] if field in given else origin if _has_path(raw, field) else "default")
-               for field, _, _ in flatten(budget)}
-    return Resolved(budget, sources)
-
-
-def _set_path(data: dict[str, Any], field: str, value: Any) -> None:
-    *parents, leaf = field.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
-
-
-def _has_path(data: Any, field: str) -> bool:
-    for part in field.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return False
-        data = data[part]
-    return True
-
-
-def _override_error(path: Path, err: Any, given: dict[str, tuple[str, Any]]) -> str:
-    loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-after"))
-    if loc in given:
-        flag, value = given[loc]
-        return f"{flag} {value}: {format_error(err).partition(': ')[2]}"
-    with_flags = " with " + " ".join(f"{flag} {value}" for flag, value in given.values()) if given else ""
-    return f"{path}{with_flags}: {format_error(err)}"
-
-
-def format_error(err: Any) -> str:
-    """One pydantic error → `field.path: message (allowed: ...)`."""
-    loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-after")) or "(top level)"
-    msg = err["msg"].removeprefix("Value error, ")
-    ctx = err.get("ctx") or {}
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key (check the spelling; `cram budgets schema` lists the fields)"
-    elif kind == "literal_error" and "expected" in ctx:
-        msg = f"got {err.get('input')!r}; allowed: {ctx['expected']}"
-    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") or kind.endswith("_type") or kind.endswith("_parsing"):
-        msg = f"{msg}, got {_short(err.get('input'))}"
-    return f"{loc}: {msg}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def budget_hash(budget: BaseModel) -> str:
-    """Stable short hash of a budget's content (sorted JSON), used to key caches and runs."""
-    blob = json.dumps(budget.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def flatten(budget: BaseModel) -> list[tuple[str, Any, str]]:
-    """(field.path, value, description) rows, for tables and the reference docs."""
-    rows: list[tuple[str, Any, str]] = []
-    _flatten(budget, "", rows)
-    return rows
-
-
-def _flatten(obj: BaseModel, prefix: str, rows: list[tuple[str, Any, str]]) -> None:
-    for name, field in type(obj).model_fields.items():
-        value = getattr(obj, name)
-        if isinstance(value, BaseModel):
-            _flatten(value, f"{prefix}{name}.", rows)
-        else:
-            rows.append((f"{prefix}{name}", value, (field.description or "").replace("\n", " ")))
-
-
-def json_schema(kind: str) -> dict[str, Any]:
-    schema = MODELS[kind].model_json_schema()
-    schema["title"] = f"cram {kind} budget"
-    return schema

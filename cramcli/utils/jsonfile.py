@@ -1,0 +1,51 @@
+"""Reading the JSON files cram and its users write, in one place: a JSON object (configs, budgets, reports) and
+JSON lines (`metrics.jsonl`). Every problem is one line naming the file and what to do about it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cramcli.utils.errors import UsageError
+
+
+def read_object(path: Path, *, fix: str = "rerun the stage that wrote it",
+                error: Callable[[str], Exception] = UsageError, strict_numbers: bool = False) -> dict[str, Any]:
+    """The JSON object in `path`. Problems raise `error(message)` (a `UsageError` unless the caller's layer has
+    its own type); `fix` ends the message. `strict_numbers` refuses NaN/Infinity (not JSON, though Python reads it)."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: file not found; {fix}")
+    if path.is_dir():
+        raise error(f"{path}: is a directory, not a JSON file; {fix}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror}); {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); {fix}") from None
+    if not text.strip():
+        raise error(f"{path}: file is empty; {fix}")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant if strict_numbers else None)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg}); {fix}") from None
+    except ValueError as exc:
+        raise error(f"{path}: invalid JSON ({exc}); {fix}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: must be a JSON object, not {type(data).__name__}; {fix}")
+    return data
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid number")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file such as `metrics.jsonl` (blank lines skipped); [] when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
