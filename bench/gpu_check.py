@@ -6,8 +6,11 @@ Run through `bash bench/gpu_check.sh` (it checks the environment first and never
 2. flash vs SDPA: `bench.flash_check` (skipped, with the reason, when flash-attn does not import).
 3. throughput: `cram bench`'s training step for each micro-batch size, eager and torch.compile'd, with MFU
    against the GPU's peak from cramcli.utils.flops (or --peak-tflops).
+4. the modern options (docs/recipes.md), all on: bf16 parity as in 1, and the host synchronisations per
+   training step counted by torch's CUDA sync debug mode, against the budget's own step (the options must add
+   none).
 Prints one table and writes it as JSON (`--out`, default outputs/bench/gpu_check.json). Exit 1 if a parity
-check fails; exit 3 (flash_check.SKIPPED) if everything ran passed but the flash check was skipped, so a GPU
+check fails or the options add a host synchronisation; exit 3 (flash_check.SKIPPED) if everything ran passed but the flash check was skipped, so a GPU
 without flash-attn never reads as fully checked.
 """
 
@@ -21,6 +24,61 @@ from pathlib import Path
 
 PARITY_STEPS = 8
 PARITY_TOLERANCE = 0.03  # relative loss difference per step; bf16 keeps ~3 significant digits
+SYNC_STEPS = 4
+# Every modern option on (docs/recipes.md); the masking rate rises to 0.4 over the budget.
+OPTIONS_ARCH = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
+                "zero_init_residual": True, "tie_decoder": False}
+
+
+def with_options(arch, train) -> tuple:
+    """The arch and train budgets with every modern option on (Muon, a scheduled masking rate, the arch ones)."""
+    from cramcli import budgets
+
+    fields = train.model_dump()
+    fields["optimizer"]["name"] = "muon"
+    fields["masking"]["final_rate"] = 0.4
+    fields["schedule"].update(name="budget-wsd", warmup=0.05, cooldown=0.3, decay="1-sqrt")
+    return (budgets.ArchBudget.model_validate({**arch.model_dump(), **OPTIONS_ARCH}),
+            budgets.TrainBudget.model_validate(fields))
+
+
+def host_syncs_per_step(arch, train, dev) -> float | None:
+    """Host synchronisations per training step (a micro-step and an optimizer step, under the budget's
+    precision and a moving masking rate), counted by torch's CUDA sync debug mode; None off CUDA."""
+    import warnings
+
+    import torch
+
+    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
+    from cramcli.train.schedules import masking_rate
+    from cramcli.train.step import TrainStep, mask_batch
+
+    if dev.type != "cuda":
+        return None
+    torch.manual_seed(0)
+    step = TrainStep(arch, train, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length,
+                     special=CRAM_SPECIAL_IDS)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
+
+    def one(x: float) -> None:
+        inputs, labels = mask_batch(ids, train.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS,
+                                    rate=masking_rate(train.masking, x))
+        step.micro_step(inputs, labels)
+        step.update(1.0)
+
+    one(0.0)  # lazy optimizer state outside the count
+    torch.cuda.synchronize(dev)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for i in range(SYNC_STEPS):
+                one((i + 1) / (SYNC_STEPS + 1))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize(dev)
+    return sum("synchroniz" in str(w.message).lower() for w in caught) / SYNC_STEPS
 
 
 def bf16_parity(arch, train, dev) -> dict:
@@ -45,7 +103,7 @@ def bf16_parity(arch, train, dev) -> dict:
         for _ in range(PARITY_STEPS):
             inputs, labels = mask_batch(ids, budget.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             losses.append(float(step.micro_step(inputs, labels)))
-            step.update(budget.optimizer.lr)
+            step.update(1.0)  # the peak LRs
         curves[precision] = losses
     worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
     return {"steps": PARITY_STEPS, "fp32": curves["fp32"], "bf16": curves["bf16"], "max_rel_diff": worst,
@@ -111,10 +169,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {size:>11} {'compiled' if compiled else 'eager':>9} {row['tokens_per_s']:>10,.0f} "
                   f"{row['step_s'] * 1e3:>8.1f} {mfu:>6} {row['peak_memory_mb'] / 1024:>8.1f} {row['warmup_s']:>9.1f}")
     result["throughput"] = rows
+
+    t0 = time.perf_counter()
+    modern_arch, modern_train = with_options(arch, train)
+    options_parity = bf16_parity(modern_arch, modern_train, dev)
+    syncs = {"budget": host_syncs_per_step(arch, train, dev),
+             "options": host_syncs_per_step(modern_arch, modern_train, dev)}
+    options_ok = options_parity["ok"] and syncs["options"] <= syncs["budget"]
+    result["options"] = {"bf16_parity": options_parity, "host_syncs_per_step": syncs, "ok": options_ok}
+    print(f"[4] every modern option on: bf16 parity max relative loss difference {options_parity['max_rel_diff']:.2e}"
+          f" (≤ {options_parity['tolerance']}); host syncs per step {syncs['options']:g} (the budget's own step: "
+          f"{syncs['budget']:g}) {'OK' if options_ok else 'FAILED'} [{time.perf_counter() - t0:.0f} s]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"saved {args.out}")
-    if not parity["ok"] or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
+    if not parity["ok"] or not options_ok or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
         return 1
     return flash_rc
 

@@ -2,7 +2,8 @@
 # GPU readiness in under 8 minutes, from this repository alone: it installs nothing (a GPU machine may have no
 # registry access) and says exactly what is missing. Then: bf16-vs-fp32 training parity, flash-attn vs SDPA
 # parity (when flash-attn imports), and tokens/s + MFU of the 24-hour arch at a few micro-batch sizes, eager
-# and torch.compile'd (bench/gpu_check.py). Usage: bash bench/gpu_check.sh [--micro-batches 64,128,256] [...]
+# and torch.compile'd, then the modern options' bf16 parity and host syncs (bench/gpu_check.py).
+# Usage: bash bench/gpu_check.sh [--micro-batches 64,128,256] [...]
 # Exit: 0 everything passed; 1 a check failed; 2 the environment is missing something; 3 all that ran passed
 # but the flash-attn parity check was skipped (flash-attn absent), which is not a pass.
 set -u

@@ -38,12 +38,19 @@ def write_tokenizer(folder: Path, order: list[str] = ORIGINAL_ORDER, vocab_size:
     return folder / "tokenizer.json"
 
 
-def tiny_checkpoint(folder: Path, tokenizer_dir: Path, layout: str = "v2", seed: int = 0) -> CrammedBertForMaskedLM:
-    """A tiny random cram checkpoint saved with `save_checkpoint` beside the given tokenizer; returns the model."""
+# The arch budget's modern options, all on (zero-initialised projections aside: they would hide attention).
+MODERN_ARCH = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
+               "tie_decoder": False}
+
+
+def tiny_checkpoint(folder: Path, tokenizer_dir: Path, layout: str = "v2", seed: int = 0,
+                    **arch_options: object) -> CrammedBertForMaskedLM:
+    """A tiny random cram checkpoint saved with `save_checkpoint` beside the given tokenizer; returns the model.
+    `arch_options`: arch budget fields, e.g. `**MODERN_ARCH`."""
     vocab = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).get_vocab_size()
     torch.manual_seed(seed)
     arch = ArchBudget(layout=layout, num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64,
-                      vocab_size=vocab, max_seq_length=32)
+                      vocab_size=vocab, max_seq_length=32, **arch_options)
     model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(arch)).eval()
     save_checkpoint(model, folder, tokenizer_path=tokenizer_dir)
     return model

@@ -145,6 +145,17 @@ def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
     assert result["ok"] and result["max_rel_diff"] <= result["tolerance"]
 
 
+def test_gpu_check_options_part_trains_every_option_in_bf16_on_a_tiny_arch() -> None:
+    from bench.gpu_check import bf16_parity, host_syncs_per_step, with_options
+
+    arch, train = with_options(_tiny_arch(), budgets.load("train", "demo"))
+    assert arch.position_embedding == "rotary" and not arch.tie_decoder and train.optimizer.name == "muon"
+    assert train.masking.final_rate == 0.4 and train.schedule.decay == "1-sqrt"
+    result = bf16_parity(arch, train, torch.device("cpu"))
+    assert result["fp32"] != result["bf16"] and result["ok"]
+    assert host_syncs_per_step(arch, train, torch.device("cpu")) is None  # counted on CUDA only
+
+
 def test_gpu_check_parity_fails_on_a_bf16_path_that_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.gpu_check import bf16_parity
     from cramcli.train import step

@@ -288,3 +288,15 @@ def test_push_upload_call(bare_checkpoint: Path, closed_endpoint: str, monkeypat
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["commit"] == "u/commit/1" and report["card"] == "kept (cram's, for this repo)"
+
+
+def test_model_row_names_the_modern_arch_options_and_nothing_for_the_recipe() -> None:
+    assert render._modern_options({"position_embedding": "scaled-sinusoidal", "qk_norm": "none"}) == ""
+    text = render._modern_options({"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2",
+                                   "zero_init_residual": True})
+    assert text == "; positions `rotary`, QK-norm `rms`, activation `relu2`, zero-initialised output projections"
+
+
+def test_the_card_of_the_tiny_run_says_its_decoder_is_tied(made: Path) -> None:
+    text = (made / "run" / "final" / "README.md").read_text()
+    assert "the decoder is tied to the embedding" in text and "gated FFN" in text

@@ -160,11 +160,17 @@ def test_not_a_checkpoint(stub_model: tuple[Path, list], tmp_path: Path) -> None
     assert res.exit_code == 2 and "not a checkpoint folder" in res.output
 
 
-def test_real_tiny_model(tmp_path: Path) -> None:
+# The arch budget's modern options (docs/recipes.md), all on: fine-tuning must not care.
+MODERN = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
+          "zero_init_residual": True, "tie_decoder": False}
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["recipe", "modern"])
+def test_real_tiny_model(tmp_path: Path, options: dict) -> None:
     from cramcli import model
 
     torch.manual_seed(0)
-    arch = ArchBudget(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=64)
+    arch = ArchBudget(num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=64, **options)
     _tokenizer(tmp_path / "tokenizer.json")
     ck = tmp_path / "ck"
     net = model.CrammedBertForMaskedLM(model.CrammedBertConfig.from_arch(arch))

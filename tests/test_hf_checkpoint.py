@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_helpers import ORIGINAL_ORDER, write_tokenizer
+from hf_helpers import MODERN_ARCH, ORIGINAL_ORDER, write_tokenizer
 from hf_helpers import tiny_checkpoint as make_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -107,9 +107,13 @@ def test_import_cramcli_after_transformers_registers_too(ckpt: Path) -> None:
     assert out.returncode == 0 and out.stdout.strip() == "CrammedBertForMaskedLM", out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("options", [{}, MODERN_ARCH], ids=["recipe", "modern"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_every_transformers_entry_point_works_after_import_cramcli(ckpt: Path, dtype: torch.dtype) -> None:
+def test_every_transformers_entry_point_works_after_import_cramcli(tmp_path: Path, tok_dir: Path, dtype: torch.dtype,
+                                                                   options: dict) -> None:
     # This module imported cramcli (through cramcli.cli); the subprocess test above checks `import cramcli` alone.
+    ckpt = tmp_path / "ck"
+    make_checkpoint(ckpt, tok_dir, **options)  # the arch budget's modern options must work everywhere too
     from transformers import (
         AutoModel,
         AutoModelForMaskedLM,

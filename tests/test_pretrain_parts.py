@@ -52,12 +52,13 @@ def test_optimizer_groups_of_the_real_model_follow_the_shipped_budgets(preset):
     matches nothing and norm gains, embeddings and the sinusoid scale are decayed; `v2` adds "norm"."""
     from cramcli import budgets
     from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
-    from cramcli.train.optim import make_optimizer
+    from cramcli.train.optim import make_optimizers
 
     train = budgets.load("train", preset)
     with torch.device("meta"):
         model = CrammedBertForMaskedLM(CrammedBertConfig.from_arch(budgets.load("arch", preset)))
-    groups = make_optimizer(model, train.optimizer, torch.device("cpu")).param_groups
+    [adamw] = make_optimizers(model, train.optimizer)  # the recipe: one AdamW for everything
+    groups = adamw.param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     decayed, plain = ({names[id(p)] for p in g["params"]} for g in groups)
     assert [g["weight_decay"] for g in groups] == [0.01, 0.0] and decayed | plain == set(names.values())

@@ -33,6 +33,7 @@ from cramcli.budgets.models import (
     FilterBudget,
     GlueBudget,
     MaskingBudget,
+    MuonBudget,
     NormalizationBudget,
     OptimizerBudget,
     ScheduleBudget,
@@ -42,7 +43,7 @@ from cramcli.budgets.models import (
 
 __all__ = [
     "GLUE_TASKS", "KINDS", "MODELS", "ArchBudget", "ClassifierBudget", "DataBudget", "DedupBudget", "FilterBudget",
-    "GlueBudget", "MaskingBudget", "NormalizationBudget", "OptimizerBudget", "Resolved", "ScheduleBudget",
+    "GlueBudget", "MaskingBudget", "MuonBudget", "NormalizationBudget", "OptimizerBudget", "Resolved", "ScheduleBudget",
     "TokenizerBudget", "TrainBudget", "budget_hash", "budgets_dir", "file_label", "flatten", "format_error",
     "json_schema", "label", "load", "parse", "preset_names", "resolve", "resolve_path",
 ]

@@ -149,6 +149,25 @@ class ArchBudget(_Strict):
     sparse_prediction: Literal["off", "dynamic", "static"] = "dynamic"
     """Decode only masked positions: their exact count (`dynamic`, v1) or a fixed share of every row (`static`,
     v2; shapes stay constant for torch.compile)."""
+    position_embedding: Literal["scaled-sinusoidal", "rotary", "rotary+sinusoidal"] = "scaled-sinusoidal"
+    """Positions: the recipe's scaled sinusoid added to the embedding; `rotary` (RoPE, Su et al. 2021, arXiv
+    2104.09864) rotates queries and keys in every attention layer instead; `rotary+sinusoidal` does both."""
+    rotary_base: Annotated[float, Field(gt=1.0, le=1e9)] = 10000.0
+    """RoPE base θ: frequencies θ^(−2i/head_size)."""
+    qk_norm: Literal["none", "rms", "layer"] = "none"
+    """Normalise queries and keys per head before the dot product (QK-norm; OLMo 2, modded-nanoGPT): `rms`
+    (RMSNorm) or `layer` (LayerNorm), each with a learned scale per head dimension; `none` (recipe)."""
+    activation: Literal["gelu", "relu2", "silu"] = "gelu"
+    """FFN activation: exact GELU (recipe), ReLU² (So et al., Primer, arXiv 2109.08668) or SiLU (SwiGLU when
+    gated)."""
+    glu: bool = True
+    """Gated FFN (recipe): the input projection's halves are x and gate, out = x · act(gate). Off: a plain FFN
+    act(dense_in(x)) whose output projection reads all `intermediate_size` features (more weights)."""
+    zero_init_residual: bool = False
+    """Initialise the attention output and FFN output projections to zero, so every layer starts as the
+    identity (modded-nanoGPT); off: N(0, init_std) as the recipe."""
+    tie_decoder: bool = True
+    """Tie the MLM decoder to the word embedding (recipe); off: the decoder is its own vocab × hidden matrix."""
     classifier: ClassifierBudget = ClassifierBudget()
 
     @model_validator(mode="after")
@@ -158,8 +177,15 @@ class ArchBudget(_Strict):
                 f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
                 f" (allowed num_heads: {_divisors(self.hidden_size)})"
             )
-        if self.intermediate_size % 2:
+        if self.glu and self.intermediate_size % 2:
             raise ValueError(f"intermediate_size {self.intermediate_size} must be even (the gated FFN splits it)")
+        return self
+
+    @model_validator(mode="after")
+    def _rotary_head_size_is_even(self) -> ArchBudget:
+        if self.position_embedding != "scaled-sinusoidal" and self.hidden_size // self.num_heads % 2:
+            raise ValueError(f"rotary positions need an even head size; hidden_size {self.hidden_size} / num_heads "
+                             f"{self.num_heads} = {self.hidden_size // self.num_heads}")
         return self
 
 
@@ -172,7 +198,26 @@ def _divisors(n: int) -> str:
 # train
 
 
+class MuonBudget(_Strict):
+    lr: Annotated[float, Field(gt=0.0, lt=10.0)] = 1e-3
+    """Peak learning rate of the hidden matrices (the schedule scales it like AdamW's). With `match_rms_adamw`
+    AdamW's LR carries over; with `original` it wants far larger values (speedrun-style 0.02–0.05)."""
+    weight_decay: Fraction = 0.01
+    """Decoupled weight decay of the hidden matrices."""
+    momentum: Rate = 0.95
+    nesterov: bool = True
+    ns_steps: Annotated[int, Field(ge=1, le=100)] = 5
+    """Newton–Schulz iterations that orthogonalise each update."""
+    adjust_lr_fn: Literal["match_rms_adamw", "original"] = "match_rms_adamw"
+    """`torch.optim.Muon`'s step scaling: `match_rms_adamw` scales the update to AdamW's typical RMS
+    (0.2·√max(rows, cols); Moonshot AI, arXiv 2502.16982); `original` by √max(1, rows/cols) (K. Jordan)."""
+
+
 class OptimizerBudget(_Strict):
+    name: Literal["adamw", "muon"] = "adamw"
+    """`adamw` for every parameter (recipe); `muon`: `torch.optim.Muon` for the hidden 2-D matrices of the
+    encoder layers (attention qkv and output, FFN in and out) with the `muon` settings, AdamW (the fields
+    below) for embeddings, norms, biases and the prediction head and decoder."""
     lr: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
     """Peak learning rate."""
     betas: tuple[Rate, Rate] = (0.9, 0.98)
@@ -180,6 +225,8 @@ class OptimizerBudget(_Strict):
     weight_decay: Fraction = 0.01
     no_decay: list[str] = ["bias", "LayerNorm.bias", "LayerNorm.weight"]
     """Parameters whose name contains one of these get no weight decay."""
+    muon: MuonBudget = MuonBudget()
+    """Muon's settings; read only when `name` is `muon`."""
 
 
 class ScheduleBudget(_Strict):
@@ -191,6 +238,9 @@ class ScheduleBudget(_Strict):
     """Share of the budget spent warming up (cosine and wsd)."""
     cooldown: Fraction = 0.0
     """Share of the budget spent decaying to zero at the end (wsd)."""
+    decay: Literal["linear", "1-sqrt", "cosine"] = "linear"
+    """Shape of the wsd cooldown over its share t ∈ [0, 1]: `linear` 1 − t, `1-sqrt` 1 − √t (Hägele et al.,
+    arXiv 2405.18392), `cosine` ½(1 + cos πt)."""
 
     @model_validator(mode="after")
     def _warmup_plus_cooldown(self) -> ScheduleBudget:
@@ -203,7 +253,10 @@ class MaskingBudget(_Strict):
     scheme: Literal["bernoulli", "exact"] = "bernoulli"
     """`bernoulli`: each token masked independently (v1); `exact`: exactly round(rate·seq_length) per row (v2)."""
     rate: Rate = 0.15
-    """Share of tokens selected for prediction."""
+    """Share of tokens selected for prediction (at the start of the budget when `final_rate` is set)."""
+    final_rate: Rate | None = None
+    """Scheduled masking: the rate moves linearly from `rate` to this over the budget (the clock the LR
+    schedule follows, set at each optimizer step); unset: `rate` throughout (recipe)."""
     mask_token: Fraction = 0.8
     """Of the selected tokens, the share replaced by the mask token."""
     random_token: Fraction = 0.1

@@ -11,6 +11,10 @@ Backends (`config.attention`):
 - `flash`: the flash-attn package (CUDA, fp16/bf16 only); padded batches go through its varlen kernel.
 - `reference`: softmax(QKᵀ/√d)·V written out, for tests.
 All honour the padding mask unless `config.legacy_ignore_padding` (the original v1 flash model ignored it).
+
+Options (off in the recipe): QK-norm (`config.qk_norm`) normalises each head's queries and keys, then rotary
+positions (`config.position_embedding`) rotate them; both act on the projected q and k before any backend, so
+every backend computes the same function from the same weights and `convert-attention` stays a plain copy.
 """
 
 from __future__ import annotations
@@ -32,6 +36,44 @@ def padding_mask(attention_mask: torch.Tensor | None, config: CrammedBertConfig)
     return attention_mask.bool()
 
 
+def rotary_tables(max_seq_length: int, head_size: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of position · θ^(−2i/d) → two [S, head_size] tables, each frequency used for both halves;
+    the sin table's first half is negated, so a rotation is x·cos + swap_halves(x)·sin."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float64) / head_size))
+    angles = torch.outer(torch.arange(max_seq_length, dtype=torch.float64), inv_freq)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1).float(), torch.cat((-sin, sin), dim=-1).float()
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer), the half-split form: dims i and i + d/2 form a rotated pair.
+    The tables are non-persistent buffers (never saved; rebuilt by `_init_weights` after a meta-device init)."""
+
+    def __init__(self, config: CrammedBertConfig) -> None:
+        super().__init__()
+        self.head_size, self.base, self.max_seq_length = config.head_size, config.rotary_base, config.max_seq_length
+        cos, sin = rotary_tables(config.max_seq_length, config.head_size, config.rotary_base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, S, ..., d] → the same, position s rotated by its angles (in x's dtype)."""
+        seq, extra = x.shape[1], x.dim() - 3  # axes between the sequence and the head dimension
+        shape = (seq, *(1,) * extra, self.head_size)
+        cos, sin = self.cos[:seq].view(shape).to(x.dtype), self.sin[:seq].view(shape).to(x.dtype)
+        first, second = x.chunk(2, dim=-1)
+        # (first, second) → (first·cos − second·sin, second·cos + first·sin), in three passes over x.
+        return torch.addcmul(x * cos, torch.cat((second, first), dim=-1), sin)
+
+
+def _head_norm(config: CrammedBertConfig) -> nn.Module:
+    """QK-norm of one of queries or keys: over the head dimension, a learned scale (and LayerNorm's shift) per
+    dimension, shared by the heads."""
+    if config.qk_norm == "rms":
+        return nn.RMSNorm(config.head_size, eps=config.norm_eps)
+    return nn.LayerNorm(config.head_size, eps=config.norm_eps)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: CrammedBertConfig) -> None:
         super().__init__()
@@ -40,6 +82,22 @@ class SelfAttention(nn.Module):
         self.dropout = config.attention_dropout
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.q_norm = _head_norm(config) if config.qk_norm != "none" else None
+        self.k_norm = _head_norm(config) if config.qk_norm != "none" else None
+        self.rotary = Rotary(config) if config.uses_rotary else None
+        self.rewrites_qk = config.qk_norm != "none" or self.rotary is not None
+
+    def _rewrite_qk(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """QK-norm, then rotary positions: qkv [B, S, 3, heads, d] → q, k (new) and v, each [B, S, heads, d].
+        One `unbind`, whose backward stacks the three gradients in one pass. The norms compute in their weights'
+        dtype (fp32 under autocast, as autocast runs the model's LayerNorms) and hand back the input's."""
+        q, k, v = qkv.unbind(2)
+        if self.q_norm is not None and self.k_norm is not None:
+            dtype = self.q_norm.weight.dtype
+            q, k = self.q_norm(q.to(dtype)).to(v.dtype), self.k_norm(k.to(dtype)).to(v.dtype)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, hidden], mask bool [B, S] (True = attend) or None → [B, S, hidden]."""
@@ -47,9 +105,14 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_size)
         dropout = self.dropout if self.training else 0.0
         if self.backend == "flash":
+            if self.rewrites_qk:  # flash-attn takes the packed layout
+                qkv = torch.stack(self._rewrite_qk(qkv), dim=2)
             out = _flash(qkv, mask, dropout)
         else:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
+            if self.rewrites_qk:
+                q, k, v = (t.transpose(1, 2) for t in self._rewrite_qk(qkv))
+            else:
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × [B, heads, S, head_size], views
             keys = None if mask is None else mask[:, None, None, :]  # broadcast over heads and queries
             if self.backend == "reference":
                 out = _reference(q, k, v, keys, dropout)

@@ -204,8 +204,9 @@ def _expected_shapes(config: CrammedBertConfig, head: str) -> dict[str, tuple[in
 
 
 def _tied(model: CrammedBertPreTrainedModel) -> set[str]:
+    """Tensors stored once under another name: the decoder, unless the config unties it."""
     keys = model._tied_weights_keys
-    return set(keys) if isinstance(keys, dict) else set()
+    return set(keys) if isinstance(keys, dict) and model.config.tie_word_embeddings else set()
 
 
 def _check_own_weights(file: Path, expected: dict[str, tuple[int, ...]]) -> None:

@@ -17,6 +17,9 @@ LAYOUTS = ("v1", "v2")
 ATTENTION_BACKENDS = ("pytorch", "flash", "reference")
 SPARSE_MODES = ("off", "dynamic", "static")
 POOLERS = ("zero_index", "avg")
+POSITION_EMBEDDINGS = ("scaled-sinusoidal", "rotary", "rotary+sinusoidal")
+QK_NORMS = ("none", "rms", "layer")
+ACTIVATIONS = ("gelu", "relu2", "silu")
 
 
 class CrammedBertConfig(PretrainedConfig):
@@ -29,7 +32,7 @@ class CrammedBertConfig(PretrainedConfig):
     hidden_size: int = 768
     num_heads: int = 12
     intermediate_size: int = 3072
-    """Width of the gated FFN's input projection; the output projection reads half of it."""
+    """Width of the FFN's input projection; gated (`glu`), the output projection reads half of it."""
     vocab_size: int = 32768
     max_seq_length: int = 128
     """Rows of the sinusoid table: the longest input the model accepts."""
@@ -56,18 +59,30 @@ class CrammedBertConfig(PretrainedConfig):
     sep_token_id: int | None = None
     mask_token_id: int | None = None
     tie_word_embeddings: bool = True
+    """The MLM decoder shares the word embedding's matrix (the arch budget's `tie_decoder`)."""
+    # Modern options (arch budget; the defaults are the recipe's): see docs/recipes.md.
+    position_embedding: str = "scaled-sinusoidal"
+    rotary_base: float = 10000.0
+    qk_norm: str = "none"
+    activation: str = "gelu"
+    glu: bool = True
+    zero_init_residual: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         problems = []
         for name, allowed in (("layout", LAYOUTS), ("attention", ATTENTION_BACKENDS),
-                              ("sparse_prediction", SPARSE_MODES), ("pooler", POOLERS)):
+                              ("sparse_prediction", SPARSE_MODES), ("pooler", POOLERS),
+                              ("position_embedding", POSITION_EMBEDDINGS), ("qk_norm", QK_NORMS),
+                              ("activation", ACTIVATIONS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}={getattr(self, name)!r} (allowed: {', '.join(allowed)})")
         if self.num_heads < 1 or self.hidden_size % self.num_heads:
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.intermediate_size % 2:
+        if self.glu and self.intermediate_size % 2:
             problems.append(f"intermediate_size {self.intermediate_size} must be even (the gated FFN halves it)")
+        if self.uses_rotary and self.head_size % 2:
+            problems.append(f"rotary positions need an even head size, got {self.head_size}")
         if not 0.0 < self.sparse_rate <= 1.0:
             problems.append(f"sparse_rate {self.sparse_rate} must be in (0, 1]")
         if problems:
@@ -77,11 +92,19 @@ class CrammedBertConfig(PretrainedConfig):
     def head_size(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def uses_rotary(self) -> bool:
+        return self.position_embedding in ("rotary", "rotary+sinusoidal")
+
+    @property
+    def uses_sinusoid(self) -> bool:
+        return self.position_embedding in ("scaled-sinusoidal", "rotary+sinusoidal")
+
     @classmethod
     def from_arch(cls, arch: ArchBudget, **overrides: Any) -> CrammedBertConfig:
         """An arch budget (plus keyword overrides, e.g. `num_labels=3`, `sparse_rate=0.15`) → config."""
-        fields = arch.model_dump(exclude={"classifier"})
+        fields = arch.model_dump(exclude={"classifier", "tie_decoder"})
         fields.update(pooler=arch.classifier.pooler, classifier_head_dim=arch.classifier.head_dim,
-                      classifier_dropout=arch.classifier.dropout)
+                      classifier_dropout=arch.classifier.dropout, tie_word_embeddings=arch.tie_decoder)
         fields.update(overrides)
         return cls(**fields)

@@ -1,5 +1,8 @@
 """Crammed BERT (recipe §1): pre-LN encoder without linear biases, gated GELU, scaled sinusoidal positions.
 
+The modern options of the arch budget (rotary positions, QK-norm, other activations, a plain FFN, zero-initialised
+output projections, an untied decoder; docs/recipes.md) are config fields whose defaults are the recipe.
+
 Reads top to bottom: embedding, layer, encoder (`CrammedBertModel`), then the masked-LM and the
 sequence-classification heads. Module names follow the original cramming state dict (`encoder.embedding...`,
 `encoder.layers.N.norm1`, `attn.dense`, `ffn.dense_in`, `prediction_head`, `decoder`) so the import table in
@@ -17,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 
-from cramcli.model.attention import SelfAttention, padding_mask
+from cramcli.model.attention import Rotary, SelfAttention, padding_mask, rotary_tables
 from cramcli.model.config import CrammedBertConfig
 
 IGNORE_INDEX = -100
@@ -49,7 +52,8 @@ class Embedding(nn.Module):
     def __init__(self, config: CrammedBertConfig) -> None:
         super().__init__()
         self.word_embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.pos_embedding = ScaledSinusoidal(config)
+        # Rotary-only models carry their positions in attention: no absolute embedding at all.
+        self.pos_embedding = ScaledSinusoidal(config) if config.uses_sinusoid else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.max_seq_length = config.max_seq_length
@@ -58,20 +62,36 @@ class Embedding(nn.Module):
         seq = input_ids.shape[1]
         if seq > self.max_seq_length:
             raise ValueError(f"input has {seq} tokens; this model takes at most max_seq_length={self.max_seq_length}")
-        return self.dropout(self.norm(self.word_embedding(input_ids) + self.pos_embedding(seq)))
+        x = self.word_embedding(input_ids)
+        if self.pos_embedding is not None:
+            x = x + self.pos_embedding(seq)
+        return self.dropout(self.norm(x))
+
+
+def relu2(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()
+
+
+ACTIVATIONS = {"gelu": F.gelu, "relu2": relu2, "silu": F.silu}
 
 
 class GatedFFN(nn.Module):
-    """dense_in → split in halves (x, gate) → x · GELU(gate) (exact erf GELU) → dense_out."""
+    """dense_in → split in halves (x, gate) → x · act(gate) → dense_out; act is the exact erf GELU in the recipe.
+    With `glu` off: dense_in → act → dense_out, which then reads all intermediate_size features."""
 
     def __init__(self, config: CrammedBertConfig) -> None:
         super().__init__()
+        self.glu = config.glu
+        self.act = ACTIVATIONS[config.activation]
         self.dense_in = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.dense_out = nn.Linear(config.intermediate_size // 2, config.hidden_size, bias=False)
+        width = config.intermediate_size // 2 if config.glu else config.intermediate_size
+        self.dense_out = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.glu:
+            return self.dense_out(self.act(self.dense_in(x)))
         x, gate = self.dense_in(x).chunk(2, dim=-1)
-        return self.dense_out(x * F.gelu(gate))
+        return self.dense_out(x * self.act(gate))
 
 
 class TransformerLayer(nn.Module):
@@ -84,6 +104,11 @@ class TransformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         self.ffn = GatedFFN(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
+        if config.zero_init_residual:
+            # The residual branches' output projections start at zero (modded-nanoGPT): each layer starts as the
+            # identity. A flag on the Linear, because `_init_weights` visits only modules holding parameters.
+            self.attn.dense.zero_init = True
+            self.ffn.dense_out.zero_init = True
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm1(x), mask))
@@ -100,6 +125,12 @@ class CrammedBertPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         # Linear/Embedding N(0, init_std) (padding row zeroed), LayerNorm (1, 0): the base class reads init_std.
         super()._init_weights(module)
+        if getattr(module, "zero_init", False):
+            init.zeros_(module.weight)
+        if isinstance(module, Rotary):
+            cos, sin = rotary_tables(module.max_seq_length, module.head_size, module.base)
+            init.copy_(module.cos, cos)
+            init.copy_(module.sin, sin)
         if isinstance(module, ScaledSinusoidal):
             init.constant_(module.scale_factor, 1.0 / math.sqrt(self.config.hidden_size))
             # The table is a non-persistent buffer: rebuild it whenever HF materialises the model (meta init).
@@ -132,7 +163,8 @@ class CrammedBertModel(CrammedBertPreTrainedModel):
 
 
 class CrammedBertForMaskedLM(CrammedBertPreTrainedModel):
-    """Encoder → prediction head (v1: bare bias-free Linear; v2: none) → tied bias-free decoder.
+    """Encoder → prediction head (v1: bare bias-free Linear; v2: none) → bias-free decoder, tied to the word
+    embedding unless `tie_word_embeddings` is off.
 
     Without labels `logits` are [B, S, vocab]. With labels (−100 = not predicted) and sparse prediction on, only
     the selected positions are decoded and `logits` is [num_selected, vocab]; the loss is the mean cross-entropy

@@ -132,16 +132,28 @@ def _intro(facts: CardFacts) -> str:
 
 def _model_section(facts: CardFacts) -> str:
     c = facts.config
+    ffn = "gated FFN" if c.get("glu", True) else "FFN"
+    tied = "the decoder is tied to the embedding" if c.get("tie_word_embeddings", True) else "untied decoder"
     rows = [
         ("architecture", f"crammed BERT, layout `{c.get('layout', 'v1')}`: {c.get('num_layers')} pre-LN layers, "
-                         f"hidden size {c.get('hidden_size')}, {c.get('num_heads')} heads, gated FFN "
-                         f"{c.get('intermediate_size')}, no linear biases"),
-        ("parameters", f"{facts.num_parameters:,} ({_short(facts.num_parameters)}; the decoder is tied to the "
-                       "embedding)"),
+                         f"hidden size {c.get('hidden_size')}, {c.get('num_heads')} heads, {ffn} "
+                         f"{c.get('intermediate_size')}, no linear biases{_modern_options(c)}"),
+        ("parameters", f"{facts.num_parameters:,} ({_short(facts.num_parameters)}; {tied})"),
         ("vocabulary", f"{c.get('vocab_size')} tokens, inputs up to {c.get('max_seq_length')} tokens"),
         ("attention", f"`{c.get('attention', 'pytorch')}`"),
     ]
     return "## Model\n\n" + _kv_table(rows)
+
+
+def _modern_options(c: dict[str, Any]) -> str:
+    """The arch options (docs/recipes.md) that differ from the recipe, as a clause; empty for the recipe."""
+    named = [f"positions `{c['position_embedding']}`" if c.get("position_embedding", "scaled-sinusoidal")
+             != "scaled-sinusoidal" else "",
+             f"QK-norm `{c['qk_norm']}`" if c.get("qk_norm", "none") != "none" else "",
+             f"activation `{c['activation']}`" if c.get("activation", "gelu") != "gelu" else "",
+             "zero-initialised output projections" if c.get("zero_init_residual") else ""]
+    named = [n for n in named if n]
+    return f"; {', '.join(named)}" if named else ""
 
 
 def _training_section(facts: CardFacts) -> str:

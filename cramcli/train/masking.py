@@ -17,10 +17,13 @@ def mask_tokens(
     vocab_size: int,
     special_ids: tuple[int, ...],
     generator: torch.Generator | None = None,
+    rate: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, S] token ids → (masked inputs, labels with −100 where nothing is predicted)."""
+    """[B, S] token ids → (masked inputs, labels with −100 where nothing is predicted). `rate` replaces the
+    budget's start rate (a scheduled rate, `schedules.masking_rate`); a Python number, so no host sync."""
+    rate = masking.rate if rate is None else rate
     if masking.scheme == "bernoulli":
-        selected = torch.rand(ids.shape, device=ids.device, generator=generator) < masking.rate
+        selected = torch.rand(ids.shape, device=ids.device, generator=generator) < rate
         for sid in special_ids:  # v1 never masks special tokens
             selected &= ids != sid
         # Of the selected: mask_token → <mask>, then random_token of the total → a random id, rest unchanged.
@@ -29,7 +32,7 @@ def mask_tokens(
         to_random = selected & (draw >= masking.mask_token) & (draw < masking.mask_token + masking.random_token)
     else:
         rows, seq = ids.shape
-        count = round(masking.rate * seq)
+        count = round(rate * seq)
         # A random permutation per row: its first `count` positions are predicted, in order mask/random/keep.
         order = torch.rand(ids.shape, device=ids.device, generator=generator).argsort(dim=1)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(seq, device=ids.device).expand(rows, seq))
@@ -48,10 +51,13 @@ def mask_tokens(
 def static_prediction_rate(masking: MaskingBudget, tokens: int) -> float:
     """Share of a micro-batch's `tokens` that static sparse prediction decodes (fixed shapes for torch.compile).
 
-    Exact masking selects `rate` of every row, so that share is exact. Bernoulli masking selects a varying count
-    (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked position is almost never left out, at the cost
-    of decoding a few unmasked rows whose −100 labels the loss ignores."""
+    A scheduled rate is sized to its highest value, so the decoded count (a shape) never changes during a run
+    and a compiled model never recompiles. Exact masking selects `rate` of every row, so that share is exact.
+    Bernoulli masking selects a varying count (binomial, σ = √(n·p·(1−p))); four σ of headroom means a masked
+    position is almost never left out, at the cost of decoding a few unmasked rows whose −100 labels the loss
+    ignores."""
+    rate = max(masking.rate, masking.final_rate or 0.0)
     if masking.scheme != "bernoulli":
-        return masking.rate
-    sigma = (masking.rate * (1 - masking.rate) / max(tokens, 1)) ** 0.5
-    return min(1.0, masking.rate + 4 * sigma)
+        return rate
+    sigma = (rate * (1 - rate) / max(tokens, 1)) ** 0.5
+    return min(1.0, rate + 4 * sigma)

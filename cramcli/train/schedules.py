@@ -1,10 +1,11 @@
-"""LR factor and batch-size ramp as functions of the budget fraction x ∈ [0, 1] (recipe §2.2, §2.3)."""
+"""LR factor, batch-size ramp and (scheduled) masking rate as functions of the budget fraction x ∈ [0, 1]
+(recipe §2.2, §2.3)."""
 
 from __future__ import annotations
 
 import math
 
-from cramcli.budgets import ScheduleBudget
+from cramcli.budgets import MaskingBudget, ScheduleBudget
 
 
 def lr_factor(schedule: ScheduleBudget, x: float) -> float:
@@ -23,9 +24,27 @@ def lr_factor(schedule: ScheduleBudget, x: float) -> float:
         if x < warm:
             return x / warm
         if cool > 0 and x > 1.0 - cool:
-            return (1.0 - x) / cool
+            return _cooldown(schedule.decay, x, cool)
         return 1.0
     return 1.0  # constant
+
+
+def _cooldown(shape: str, x: float, cool: float) -> float:
+    """The wsd decay from 1 to 0 over the last `cool` of the budget."""
+    if shape == "linear":
+        return (1.0 - x) / cool
+    t = min((x - (1.0 - cool)) / cool, 1.0)
+    if shape == "1-sqrt":
+        return 1.0 - math.sqrt(t)
+    return 0.5 * (1.0 + math.cos(math.pi * t))  # cosine
+
+
+def masking_rate(masking: MaskingBudget, x: float) -> float:
+    """The masking rate after the share `x` of the budget: `rate`, or linear from `rate` to `final_rate`."""
+    if masking.final_rate is None:
+        return masking.rate
+    x = min(max(x, 0.0), 1.0)
+    return masking.rate + (masking.final_rate - masking.rate) * x
 
 
 def batch_size_at(*, micro_steps: int, x: float, batch_size: int, micro_batch_size: int, ramp: float) -> int:

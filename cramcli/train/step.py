@@ -1,6 +1,6 @@
 """The masked-LM training step that `cram pretrain`, `cram bench` and the GPU check share, so a benchmark times
 exactly the step training runs: masking, the autocast forward and backward, and the gradient update (unscale,
-clip, AdamW step, zero)."""
+clip, optimizer step, zero)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from cramcli.utils.device import resolve_precision
 
 
 def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int, generator: torch.Generator, *,
-               special: SpecialIds) -> tuple[torch.Tensor, torch.Tensor]:
+               special: SpecialIds, rate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, S] token ids → (masked inputs, labels) with the run's tokenizer's `<mask>` id; v1 masking never
-    selects any of its special tokens (`special_ids(tokenizer)`, wherever they sit in the vocabulary)."""
+    selects any of its special tokens (`special_ids(tokenizer)`, wherever they sit in the vocabulary). `rate`:
+    a scheduled masking rate instead of the budget's `rate`."""
     return mask_tokens(ids, masking, mask_id=special.mask, vocab_size=vocab_size, special_ids=special.all,
-                       generator=generator)
+                       generator=generator, rate=rate)
 
 
 def forward_loss(forward: Callable[..., object], inputs: torch.Tensor, labels: torch.Tensor,
@@ -31,28 +32,33 @@ def forward_loss(forward: Callable[..., object], inputs: torch.Tensor, labels: t
         return forward(inputs, labels=labels).loss
 
 
-def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+def apply_gradients(model: torch.nn.Module, optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler,
                     grad_clip: float) -> None:
-    """Unscale (fp16), clip the global gradient norm when `grad_clip` > 0, step, and clear the gradients."""
+    """Unscale (fp16), clip the global gradient norm (over every optimizer's parameters) when `grad_clip` > 0,
+    step each optimizer, update the scale once, and clear the gradients."""
     if grad_clip > 0:
-        scaler.unscale_(optimizer)
+        for optimizer in optimizers:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
+    for optimizer in optimizers:
+        scaler.step(optimizer)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
 
 
 class TrainStep:
-    """The model, its AdamW and loss scaler, and the one training step that `cram pretrain`, `cram bench` and the
-    GPU check all run: autocast forward and backward of a masked micro-batch, then the optimizer update. A
-    trainer part: it saves and restores the weights, the optimizer and the scaler."""
+    """The model, its optimizers (AdamW, plus Muon with `optimizer.name: muon`) and loss scaler, and the one
+    training step that `cram pretrain`, `cram bench` and the GPU check all run: autocast forward and backward of a
+    masked micro-batch, then the optimizer update. A trainer part: it saves and restores the weights, the
+    optimizers and the scaler."""
 
     def __init__(self, arch: ArchBudget, train: TrainBudget, device: torch.device, *, tokens_per_micro_batch: int,
                  special: SpecialIds, world: int = 1, compile: bool | None = None,
                  say: Callable[[str], None] | None = None) -> None:
         from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
         from cramcli.train.masking import static_prediction_rate
-        from cramcli.train.optim import make_optimizer
+        from cramcli.train.optim import make_optimizers
 
         compile = train.compile if compile is None else compile
         overrides: dict[str, object] = {}
@@ -65,7 +71,7 @@ class TrainStep:
         config = CrammedBertConfig.from_arch(arch, **overrides, **special.config_fields())
         self.model = CrammedBertForMaskedLM(config).to(device)
         self.model.eval()  # recipe §2.6: pretraining runs with dropout off; gradients still flow
-        self.optimizer = make_optimizer(self.model, train.optimizer, device)
+        self.optimizers = make_optimizers(self.model, train.optimizer)
         precision = resolve_precision(train.precision, device, say)  # `say`: the bf16 → fp16 fallback line
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision.scaler)
         self.dtype = precision.autocast
@@ -89,16 +95,28 @@ class TrainStep:
             self.scaler.scale(loss / accumulation).backward()
         return loss.detach()
 
-    def update(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        apply_gradients(self.model, self.optimizer, self.scaler, self.grad_clip)
+    def update(self, lr_factor: float) -> None:
+        """One optimizer step with every peak LR scaled by the schedule's `lr_factor`."""
+        from cramcli.train.optim import set_lr
+
+        set_lr(self.optimizers, lr_factor)
+        apply_gradients(self.model, self.optimizers, self.scaler, self.grad_clip)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        adamw, *muon = self.optimizers
+        state = {"weights": self.model.state_dict(), "optimizer": adamw.state_dict(),
+                 "scaler": self.scaler.state_dict()}
+        if muon:
+            state["muon"] = muon[0].state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        adamw, *muon = self.optimizers
+        if bool(muon) != ("muon" in state):
+            raise ValueError("the checkpoint's optimizers differ from this budget's optimizer.name; resume with the "
+                             "budget the run started with")
         self.model.load_state_dict(state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        adamw.load_state_dict(state["optimizer"])
+        if muon:
+            muon[0].load_state_dict(state["muon"])
         self.scaler.load_state_dict(state["scaler"])

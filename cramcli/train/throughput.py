@@ -66,7 +66,7 @@ class StepBench:
         def step() -> torch.Tensor:
             inputs, labels = mask_batch(ids, self.train.masking, self.arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
             loss = train_step.micro_step(inputs, labels)
-            train_step.update(self.train.optimizer.lr)
+            train_step.update(1.0)  # the peak LRs
             return loss
 
         if self.dev.type == "cuda":

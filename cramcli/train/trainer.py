@@ -1,6 +1,6 @@
 """The pretraining loop, built from parts that each save and restore their own state:
 
-- `TrainStep` (train/step.py): model, AdamW, loss scaler and the micro-step/update they run;
+- `TrainStep` (train/step.py): model, optimizers, loss scaler and the micro-step/update they run;
 - `ScheduleClock` (train/clock.py): the budget fraction that drives the LR schedule and batch ramp;
 - `DataCursor` (train/data_cursor.py): where the run is in its prepared rows;
 - `RngState` (train/checkpointing.py) and `RunProgress` (train/metrics.py): generators, counters, loss EMA.
@@ -31,7 +31,7 @@ from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
 from cramcli.train.heldout import HeldOutEval
 from cramcli.train.metrics import MetricsLog, RunProgress, heldout_rows, training_rows
-from cramcli.train.schedules import batch_size_at, lr_factor
+from cramcli.train.schedules import batch_size_at, lr_factor, masking_rate
 from cramcli.train.step import TrainStep, mask_batch
 from cramcli.train.stopping import StopConditions
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
@@ -65,7 +65,9 @@ class Trainer:
         # MFU: model FLOP/s of all ranks over the peak of all their devices (tokens/s counts every rank).
         peak = peak_tflops or device_peak_tflops(device)
         self.peak_flops = peak * 1e12 * world if peak else None
-        self.flops_per_token = arch_flops_per_token(arch, data.seq_length, train.masking.rate)
+        # A scheduled masking rate is linear in the budget: its mid-budget value is its mean.
+        self.flops_per_token = arch_flops_per_token(arch, data.seq_length, masking_rate(train.masking, 0.5))
+        self.mask_rate = train.masking.rate
         rows = data.heldout_rows()
         self.heldout = None if rows is None else HeldOutEval(
             rows, self.special, data.vocab_size, device, batch_size=train.micro_batch_size, rank=rank, world=world)
@@ -81,7 +83,7 @@ class Trainer:
         accumulated, losses = 0, []
         last_ckpt = window_start = time.perf_counter()
         window_tokens, last_log = 0, p.micro_steps
-        batch, lr = t.batch_size, t.optimizer.lr
+        batch, lr, factor = t.batch_size, t.optimizer.lr, 1.0
         next_eval = self._next_eval(self.clock.elapsed())
         self.clock.start()
         with self.stops.catching_signals():
@@ -103,7 +105,9 @@ class Trainer:
                             last_ckpt = time.perf_counter()
                         batch = batch_size_at(micro_steps=p.micro_steps, x=x, batch_size=t.batch_size,
                                               micro_batch_size=self.global_micro, ramp=t.batch_ramp)
-                        lr = t.optimizer.lr * lr_factor(t.schedule, x)
+                        factor = lr_factor(t.schedule, x)
+                        lr = t.optimizer.lr * factor
+                        self.mask_rate = masking_rate(t.masking, x)
                     losses.append(self._micro_step(sync=accumulated + self.global_micro >= batch,
                                                    accumulation=-(-batch // self.global_micro)))
                     accumulated += self.global_micro
@@ -112,7 +116,7 @@ class Trainer:
                     window_tokens += self.global_micro * self.data.seq_length
                     if accumulated < batch:
                         continue
-                    loss = self._update(lr, torch.stack(losses).mean())
+                    loss = self._update(factor, torch.stack(losses).mean())
                     accumulated, losses = 0, []
                     if p.micro_steps - last_log >= t.log_every_steps or p.optimizer_steps == 1:
                         now = time.perf_counter()
@@ -157,19 +161,20 @@ class Trainer:
         # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
         # number of ranks (and a resumed run) sees exactly the masks one process would.
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.progress.micro_steps)
-        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen, special=self.special)
+        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen, special=self.special,
+                                    rate=self.mask_rate)
         lo = self.rank * self.budget.micro_batch_size
         hi = lo + self.budget.micro_batch_size
         return self.step.micro_step(inputs[lo:hi], labels[lo:hi], accumulation, sync)
 
-    def _update(self, lr: float, loss: torch.Tensor) -> float:
-        """One optimizer step; returns the batch's mean loss over all ranks."""
+    def _update(self, factor: float, loss: torch.Tensor) -> float:
+        """One optimizer step at the schedule's LR `factor`; returns the batch's mean loss over all ranks."""
         value = float(distributed.mean_over_ranks(loss, self.world))
         if not math.isfinite(value):
             raise NonFiniteLoss(f"loss became {value} at micro-step {self.progress.micro_steps}; the last good "
                                 f"checkpoint is kept in {self.run_dir / 'checkpoints'} — lower the learning rate "
                                 f"or use precision bf16/fp32")
-        self.step.update(lr)
+        self.step.update(factor)
         self.progress.optimizer_steps += 1
         self.progress.add_loss(value)
         return value
@@ -201,6 +206,8 @@ class Trainer:
                "lr": lr, "batch_size": batch, "tokens": p.tokens, "tokens_per_s": tokens_per_s,
                "mfu": tokens_per_s * self.flops_per_token / self.peak_flops if self.peak_flops else None,
                "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
+        if self.budget.masking.final_rate is not None:
+            row["mask_rate"] = self.mask_rate
         p.log.log(row)
         self.dashboard.update(row)
 

@@ -62,7 +62,7 @@ def arch_flops_per_token(arch: ArchBudget, seq_length: int, predicted_fraction: 
     return training_flops_per_token(
         num_layers=arch.num_layers, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
         vocab_size=arch.vocab_size, seq_length=seq_length, predicted_fraction=predicted_fraction,
-        prediction_head=arch.layout == "v1")
+        prediction_head=arch.layout == "v1", glu=arch.glu)
 
 
 def training_flops_per_token(
@@ -74,14 +74,16 @@ def training_flops_per_token(
     seq_length: int,
     predicted_fraction: float,
     prediction_head: bool,
+    glu: bool = True,
 ) -> float:
     """Forward + backward matmul FLOPs per input token (×3 of the forward: one for forward, two for backward).
 
-    Per layer and token: fused QKV (2·3h²), attention output (2·h²), gated FFN in (2·h·i) and out (2·(i/2)·h),
+    Per layer and token: fused QKV (2·3h²), attention output (2·h²), gated FFN in (2·h·i) and out (2·(i/2)·h;
+    2·i·h without the gate),
     scores QKᵀ and A·V (2·2·s·h). With sparse prediction only `predicted_fraction` of the tokens pass through
     the prediction head (2·h²) and the tied decoder (2·h·V)."""
     h, i = hidden_size, intermediate_size
-    per_layer = 2 * 3 * h * h + 2 * h * h + 2 * h * i + 2 * (i // 2) * h + 2 * 2 * seq_length * h
+    per_layer = 2 * 3 * h * h + 2 * h * h + 2 * h * i + 2 * (i // 2 if glu else i) * h + 2 * 2 * seq_length * h
     head = (2 * h * h if prediction_head else 0) + 2 * h * vocab_size
     forward = num_layers * per_layer + predicted_fraction * head
     return 3.0 * forward
