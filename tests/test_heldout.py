@@ -123,18 +123,21 @@ def test_fixed_protocol_masks_15_percent_of_non_special_tokens_80_10_10():
     assert np.array_equal(again[0], inputs) and np.array_equal(again[1], labels)
 
 
-def _tiny_model():
+def _tiny_model(**options: object):
     from cramcli.model import CrammedBertConfig, CrammedBertForMaskedLM
 
     torch.manual_seed(0)
     config = CrammedBertConfig(num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32, vocab_size=VOCAB,
-                               max_seq_length=40, hidden_dropout=0.5, sparse_prediction="static", sparse_rate=0.01)
+                               max_seq_length=40, hidden_dropout=0.5, sparse_prediction="static", sparse_rate=0.01,
+                               **options)
     return CrammedBertForMaskedLM(config)
 
 
-def test_evaluation_scores_every_masked_position_in_eval_mode_and_matches_a_dense_pass():
+@pytest.mark.parametrize("options", [{}, {"layout": "v2", "position_embedding": "rotary", "qk_norm": "rms",
+                                          "tie_word_embeddings": False}], ids=["v1", "v2-modern"])
+def test_evaluation_scores_every_masked_position_in_eval_mode_and_matches_a_dense_pass(options):
     rows = np.random.default_rng(1).integers(len(SPECIALS), VOCAB, size=(10, 40))
-    model = _tiny_model().train()
+    model = _tiny_model(**options).train()
     result = HeldOutEval(rows, SPECIAL, VOCAB, torch.device("cpu"), batch_size=4).evaluate(model, None)
     assert model.training  # the mode is restored
     inputs, labels = fixed_masks(rows, SPECIAL, VOCAB)
