@@ -1,29 +1,35 @@
-"""GPU readiness: bf16-vs-fp32 training parity, flash-vs-SDPA parity, and training throughput/MFU of an arch.
+"""GPU readiness: mixed-precision training parity, flash-vs-SDPA parity, and throughput/MFU of the training loop.
 
-Run through `bash bench/gpu_check.sh` (it checks the environment first and never installs anything). Parts:
-1. bf16 parity: the same model, batches and masks trained for a few steps in fp32 and under bf16 autocast;
-   the loss curves must agree within a few per cent.
+Run through `bash bench/gpu_check.sh` (it checks the environment first and runs the stages end to end too). Parts:
+1. precision parity (bench/parity.py): the trainer's step in fp32 against bf16, and against fp16 with the loss
+   scaler, on rows of the embedded corpus: per-step loss, gradient norm and per-tensor gradient norms.
 2. flash vs SDPA: `bench.flash_check` (skipped, with the reason, when flash-attn does not import).
-3. throughput: `cram bench`'s training step for each micro-batch size, eager and torch.compile'd, with MFU
-   against the GPU's peak from cramcli.utils.flops (or --peak-tflops).
+3. throughput: `cram bench`'s measurement (the trainer's own loop) for each arch and micro-batch size, eager and
+   torch.compile'd, with MFU against the GPU's peak from cramcli.utils.flops (or --peak-tflops).
 4. the modern options (docs/recipes.md), all on: bf16 parity as in 1, and the host synchronisations per
    training step counted by torch's CUDA sync debug mode, against the budget's own step (the options must add
    none).
-Prints one table and writes it as JSON (`--out`, default outputs/bench/gpu_check.json). Exit 1 if a parity
-check fails or the options add a host synchronisation; exit 3 (flash_check.SKIPPED) if everything ran passed but the flash check was skipped, so a GPU
-without flash-attn never reads as fully checked.
+The JSON (`--out`, default outputs/bench/gpu_check.json) is rewritten after every part, so a run stopped at its
+time limit keeps what it measured. Exit 1 if a parity check fails or the options add a host synchronisation;
+exit 3 (flash_check.SKIPPED) if everything that ran passed but the flash check was skipped, so a GPU without
+flash-attn never reads as fully checked.
+`--quick` shrinks every arch and count so the whole script runs on a CPU in a minute (a dry run, not a check).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-PARITY_STEPS = 8
-PARITY_TOLERANCE = 0.03  # relative loss difference per step; bf16 keeps ~3 significant digits
+QUICK_ARCH = {"num_layers": 2, "hidden_size": 64, "num_heads": 2, "intermediate_size": 128, "vocab_size": 32768,
+              "max_seq_length": 32}
+"""--quick: every arch shrunk to this (the 32768-word decoder kept: it is where fp16 gradients underflow)."""
 SYNC_STEPS = 4
 # Every modern option on (docs/recipes.md); the masking rate rises to 0.4 over the budget.
 OPTIONS_ARCH = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
@@ -81,109 +87,153 @@ def host_syncs_per_step(arch, train, dev) -> float | None:
     return sum("synchroniz" in str(w.message).lower() for w in caught) / SYNC_STEPS
 
 
-def bf16_parity(arch, train, dev) -> dict:
-    """The trainer's own step (cramcli.train.step.TrainStep) in fp32 and under bf16 autocast, same batches."""
+def _archs(names: list[str], quick: bool) -> dict[str, Any]:
+    from cramcli import budgets
+
+    archs = {}
+    for name in names:
+        arch = budgets.load("arch", name)
+        if quick:
+            arch = budgets.ArchBudget.model_validate({**arch.model_dump(), **QUICK_ARCH})
+        archs[name] = arch
+    return archs
+
+
+def environment(dev: Any) -> dict[str, Any]:
+    import platform
+
     import torch
 
-    from cramcli import budgets
-    from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
-    from cramcli.train.step import TrainStep, mask_batch
+    from cramcli.model.attention import flash_available
 
-    curves = {}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        budget = budgets.TrainBudget.model_validate({**train.model_dump(), "precision": precision})
-        step = TrainStep(arch, budget, dev, compile=False, tokens_per_micro_batch=64 * arch.max_seq_length,
-                         special=CRAM_SPECIAL_IDS)
-        if precision == "bf16":  # on a CPU too (the trainer keeps CPUs in fp32), so the tests can run this check
-            step.dtype = torch.bfloat16
-        gen = torch.Generator(device=dev).manual_seed(0)
-        ids = torch.randint(7, arch.vocab_size, (64, arch.max_seq_length), device=dev, generator=gen)
-        losses = []
-        for _ in range(PARITY_STEPS):
-            inputs, labels = mask_batch(ids, budget.masking, arch.vocab_size, gen, special=CRAM_SPECIAL_IDS)
-            losses.append(float(step.micro_step(inputs, labels)))
-            step.update(1.0)  # the peak LRs
-        curves[precision] = losses
-    worst = max(abs(a - b) / abs(a) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
-    return {"steps": PARITY_STEPS, "fp32": curves["fp32"], "bf16": curves["bf16"], "max_rel_diff": worst,
-            "tolerance": PARITY_TOLERANCE, "ok": worst <= PARITY_TOLERANCE}
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+                           "device": str(dev), "cpu_count": os.cpu_count()}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        env.update(device_name=props.name, capability=f"{props.major}.{props.minor}",
+                   memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
+                   bf16_supported=torch.cuda.is_bf16_supported())
+    env["flash_attn"] = "available" if dev.type == "cuda" and flash_available() else "flash-attn unavailable"
+    for package in ("transformers", "tokenizers", "pydantic", "typer", "rich", "numpy", "safetensors", "datasets",
+                    "triton"):
+        try:
+            env[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:  # a missing package is a finding here, not an error
+            env[package] = None
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="24")
-    parser.add_argument("--micro-batches", default="64,128,256")
-    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--archs", default="24,v2", help="arch presets to measure")
+    parser.add_argument("--micro-batches", default="128,256,512")
+    parser.add_argument("--parts", default="parity,flash,throughput,options", help="which parts to run")
+    parser.add_argument("--modes", default="eager,compiled", help="throughput modes: eager, compiled or both")
+    parser.add_argument("--seconds", type=float, default=None, help="least seconds each throughput row is timed")
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny archs and counts: a CPU dry run of the script")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/gpu_check.json"))
     args = parser.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device visible to torch; nothing to check")
+    if not torch.cuda.is_available() and not args.quick:
+        print("gpu_check: no CUDA device visible to torch; nothing to check (--quick dry-runs it on the CPU)")
         return 1
-    from bench import flash_check
+    from bench import flash_check, parity
     from cramcli import budgets
     from cramcli.train import throughput as bench
     from cramcli.utils.device import setup_device
     from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
-    dev = setup_device("cuda:0", None)
-    arch, train = budgets.load("arch", args.budget), budgets.load("train", args.budget)
-    name = torch.cuda.get_device_name(dev)
+    dev = setup_device("cuda:0" if torch.cuda.is_available() else "cpu", None)
+    archs = _archs(args.archs.split(","), args.quick)
+    sizes = [4] if args.quick else [int(s) for s in args.micro_batches.split(",")]
+    parts, modes = args.parts.split(","), args.modes.split(",")
+    if args.seconds is not None:
+        bench.MIN_SECONDS = args.seconds
+    if args.quick:
+        bench.MIN_STEPS, bench.MIN_SECONDS, bench.WARMUP_STEPS = 2, 0.0, 1
     peak = args.peak_tflops or device_peak_tflops(dev)
-    print(f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}, peak {peak} TFLOP/s (bf16 dense)")
-    result: dict = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "peak_tflops": peak}
+    result: dict[str, Any] = {"quick": args.quick, "environment": environment(dev), "peak_tflops": peak}
+    env = result["environment"]
+    print(f"device {env.get('device_name', dev)}, torch {env['torch']}, CUDA {env['cuda']}, peak {peak} TFLOP/s "
+          f"(bf16 dense), {env['flash_attn']}")
 
-    t0 = time.perf_counter()
-    result["bf16_parity"] = parity = bf16_parity(arch, train, dev)
-    print(f"[1] bf16 vs fp32 training parity over {parity['steps']} steps: max relative loss difference "
-          f"{parity['max_rel_diff']:.2e} (≤ {parity['tolerance']}) {'OK' if parity['ok'] else 'FAILED'} "
-          f"[{time.perf_counter() - t0:.0f} s]")
-    print(f"    fp32 {' '.join(f'{x:.4f}' for x in parity['fp32'])}")
-    print(f"    bf16 {' '.join(f'{x:.4f}' for x in parity['bf16'])}")
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
 
-    t0 = time.perf_counter()
-    print("[2] flash-attn vs SDPA:")
-    flash_rc = flash_check.main(["--repeats", "10"])
-    result["flash_check"] = flash_check.status(flash_rc)
-    print(f"    [{time.perf_counter() - t0:.0f} s]")
+    save()
+    arch, train = archs[next(iter(archs))], budgets.load("train", next(iter(archs)))
+    result["parity"] = {}
+    for precision in ("bf16", "fp16") if "parity" in parts else ():
+        t0 = time.perf_counter()
+        steps, rows = (2, 16) if args.quick else (parity.PARITY_STEPS, parity.PARITY_ROWS)
+        check = parity.precision_parity(arch, train, dev, precision, steps=steps, rows=rows)
+        check["seconds"] = time.perf_counter() - t0
+        result["parity"][precision] = check
+        print(f"[1] {precision} vs fp32 over {check['steps']} steps on text: loss {check['max_rel_loss_diff']:.1e} "
+              f"(≤ {parity.LOSS_TOLERANCE}), grad norm {check['max_rel_grad_norm_diff']:.1e} "
+              f"(≤ {parity.GRAD_NORM_TOLERANCE}), worst tensor {check['max_rel_tensor_grad_norm_diff']:.1e} "
+              f"(≤ {parity.TENSOR_GRAD_NORM_TOLERANCE}, {check['worst_tensor']}) "
+              f"{'OK' if check['ok'] else 'FAILED'} [{check['seconds']:.0f} s]")
+        save()
+    parity_ok = all(c["ok"] for c in result["parity"].values())
 
-    flops = arch_flops_per_token(arch, arch.max_seq_length, train.masking.rate)
-    step = bench.StepBench(arch, train, dev)
-    rows = []
-    print(f"[3] training step, {arch.num_layers}×{arch.hidden_size} seq {arch.max_seq_length}, {step.precision}:")
-    print(f"    {'micro-batch':>11} {'mode':>9} {'tokens/s':>10} {'step ms':>8} {'MFU':>6} {'peak GB':>8} "
-          f"{'warm-up s':>9}")
-    for compiled in (False,) if args.no_compile else (False, True):
-        for size in (int(s) for s in args.micro_batches.split(",")):
-            row = step.measure(size, compiled)
-            if row is None:
-                print(f"    {size:>11} {'compiled' if compiled else 'eager':>9}  out of memory")
-                continue
-            row["mfu"] = row["tokens_per_s"] * flops / (peak * 1e12) if peak else None
-            rows.append(row)
-            mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
-            print(f"    {size:>11} {'compiled' if compiled else 'eager':>9} {row['tokens_per_s']:>10,.0f} "
-                  f"{row['step_s'] * 1e3:>8.1f} {mfu:>6} {row['peak_memory_mb'] / 1024:>8.1f} {row['warmup_s']:>9.1f}")
-    result["throughput"] = rows
+    flash_rc = flash_check.PASSED
+    if "flash" in parts:
+        t0 = time.perf_counter()
+        print("[2] flash-attn vs SDPA:")
+        flash_rc = flash_check.main(["--repeats", "10"])
+        result["flash_check"] = flash_check.status(flash_rc)
+        print(f"    [{time.perf_counter() - t0:.0f} s]")
+        save()
 
-    t0 = time.perf_counter()
-    modern_arch, modern_train = with_options(arch, train)
-    options_parity = bf16_parity(modern_arch, modern_train, dev)
-    syncs = {"budget": host_syncs_per_step(arch, train, dev),
-             "options": host_syncs_per_step(modern_arch, modern_train, dev)}
-    options_ok = options_parity["ok"] and syncs["options"] <= syncs["budget"]
-    result["options"] = {"bf16_parity": options_parity, "host_syncs_per_step": syncs, "ok": options_ok}
-    print(f"[4] every modern option on: bf16 parity max relative loss difference {options_parity['max_rel_diff']:.2e}"
-          f" (≤ {options_parity['tolerance']}); host syncs per step {syncs['options']:g} (the budget's own step: "
-          f"{syncs['budget']:g}) {'OK' if options_ok else 'FAILED'} [{time.perf_counter() - t0:.0f} s]")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    result["throughput"] = rows_out = []
+    if "throughput" in parts:
+        print(f"[3] training loop (host copy, masking, accumulation, update amortised), "
+              f"{bench.StepBench(arch, train, dev).precision}:")
+        print(f"    {'arch':>5} {'micro-batch':>11} {'mode':>9} {'tokens/s':>10} {'step ms':>8} {'MFU':>6} "
+              f"{'peak GB':>8} {'warm-up s':>9}")
+    for compiled in [mode == "compiled" for mode in modes] if "throughput" in parts else []:
+        for name, arch in archs.items():
+            train = budgets.load("train", name)
+            flops = arch_flops_per_token(arch, arch.max_seq_length, train.masking.rate)
+            step = bench.StepBench(arch, train, dev)
+            for size in sizes:
+                mode = "compiled" if compiled else "eager"
+                row = step.measure(size, compiled)
+                if row is None:
+                    print(f"    {name:>5} {size:>11} {mode:>9}  out of memory")
+                    rows_out.append({"arch": name, "micro_batch": size, "compiled": compiled, "oom": True})
+                    continue
+                row.update(arch=name, seq=arch.max_seq_length, flops_per_token=flops,
+                           mfu=row["tokens_per_s"] * flops / (peak * 1e12) if peak else None)
+                rows_out.append(row)
+                mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "n/a"
+                print(f"    {name:>5} {size:>11} {mode:>9} {row['tokens_per_s']:>10,.0f} {row['step_s'] * 1e3:>8.1f} "
+                      f"{mfu:>6} {row['peak_memory_mb'] / 1024:>8.1f} {row['warmup_s']:>9.1f}")
+                save()
+    options_ok = True
+    if "options" in parts:
+        t0 = time.perf_counter()
+        arch, train = archs[next(iter(archs))], budgets.load("train", next(iter(archs)))
+        modern_arch, modern_train = with_options(arch, train)
+        steps, rows = (2, 16) if args.quick else (parity.PARITY_STEPS, parity.PARITY_ROWS)
+        options_parity = parity.precision_parity(modern_arch, modern_train, dev, "bf16", steps=steps, rows=rows)
+        syncs = {"budget": host_syncs_per_step(arch, train, dev),
+                 "options": host_syncs_per_step(modern_arch, modern_train, dev)}
+        counted = syncs["budget"] is not None and syncs["options"] is not None
+        options_ok = options_parity["ok"] and (not counted or syncs["options"] <= syncs["budget"])
+        result["options"] = {"bf16_parity": options_parity, "host_syncs_per_step": syncs, "ok": options_ok}
+        print(f"[4] every modern option on: bf16 parity on text: loss {options_parity['max_rel_loss_diff']:.1e}, "
+              f"worst tensor {options_parity['max_rel_tensor_grad_norm_diff']:.1e}; host syncs per step "
+              f"{syncs['options']} (the budget's own step: {syncs['budget']}) {'OK' if options_ok else 'FAILED'} "
+              f"[{time.perf_counter() - t0:.0f} s]")
+    save()
     print(f"saved {args.out}")
-    if not parity["ok"] or not options_ok or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
+    if not parity_ok or not options_ok or flash_rc not in (flash_check.PASSED, flash_check.SKIPPED):
         return 1
     return flash_rc
 

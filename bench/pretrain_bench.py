@@ -3,7 +3,8 @@
 Every side trains the same arch (default: the issue's h256 / 4 layers / 4 heads / FFN 1024 / vocab 32768 /
 seq 128; `--large` adds the 24-hour 16×768) on the same random rows with the same step: masking, forward,
 backward, gradient clipping (0.5) and an AdamW step, with 2 threads, dropout off.
-- cram: `cram bench`'s StepBench — the very step `cram pretrain` runs, with its CPU setup.
+- cram: `cram bench`'s StepBench — the very loop `cram pretrain` runs, with its CPU setup (here with a batch of
+  one micro-batch, so it too steps the optimizer after every micro-batch).
 - reference: bench/reference_model.py — the original cramming step written plainly (same math, its layout,
   AdamW without foreach as in the recipe).
 - hf: `transformers.BertForMaskedLM` of the same sizes (post-LN, biases, dense prediction: its usual step).
@@ -51,7 +52,10 @@ def _train(side: str, arch_name: str, queue: mp.Queue) -> None:
 
         keep_freed_memory()  # what `cram bench` / `cram pretrain` do on a CPU
         bench.WARMUP_STEPS, bench.MIN_STEPS, bench.MIN_SECONDS = WARMUP, steps, 0.0
-        row = bench.StepBench(arch, train, torch.device("cpu")).measure(batch, compiled=False)
+        # a batch of one micro-batch: an optimizer step per micro-step, as the other sides run
+        whole = budgets.TrainBudget.model_validate({**train.model_dump(), "batch_size": batch,
+                                                    "micro_batch_size": batch})
+        row = bench.StepBench(arch, whole, torch.device("cpu")).measure(batch, compiled=False)
         queue.put({"tokens_per_s": row["tokens_per_s"], "step_s": row["step_s"],
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
         return

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cramcli.utils import disk
 from cramcli.utils.console import Output
 from cramcli.utils.errors import CramError, UsageError
 
@@ -64,7 +65,7 @@ def stage_command(module: str, function: str = "run") -> Callable[..., None]:
 
 
 def _guarded(work: Callable[[], None]) -> None:
-    """User errors become one-line messages with their exit code; Ctrl-C exits 130."""
+    """User errors and failed writes become one-line messages with their exit code; Ctrl-C exits 130."""
     try:
         work()
     except CramError as exc:
@@ -79,6 +80,13 @@ def _guarded(work: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         _err.print("[red]interrupted[/]")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        # A full disk, a file-size limit, a read-only folder: wherever cram writes, one line with the path.
+        # Python raises OSError; Rust-backed writers (tokenizers, safetensors) only put "(os error N)" in the text.
+        os_error = disk.as_os_error(exc)
+        if os_error is None or not disk.is_write_error(os_error):
+            raise
+        _fail(disk.write_failure(os_error))
 
 
 def _fail(exc: CramError) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cramcli.data.checksum import shard_checksum
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<cls>", "<sep>", "<mask>"]
 VOCAB = 64
 SEQ = 32
@@ -35,14 +37,17 @@ def write_prepared(folder: Path, rows: int = 256, seed: int = 0, heldout: int = 
     data = np.repeat(rng.integers(0, words, size=(rows + heldout, 1)) + len(SPECIALS), SEQ, axis=1)
     data[:, -1] = 5
     data[:rows].astype(np.uint16).tofile(folder / "tokens_00000.bin")
+    checksum = shard_checksum(folder / "tokens_00000.bin")
     record = None
     if heldout:
         data[rows:].astype(np.uint16).tofile(folder / "heldout_00000.bin")
         record = {"num_rows": heldout, "num_tokens": heldout * SEQ, "data_hash": "test", "origin": "documents",
-                  "shards": [{"file": "heldout_00000.bin", "rows": heldout}]}
+                  "shards": [{"file": "heldout_00000.bin", "rows": heldout,
+                              "checksum": shard_checksum(folder / "heldout_00000.bin")}]}
     manifest = {"format": "cram-prepared/1", "seq_length": SEQ, "vocab_size": VOCAB, "dtype": "uint16",
-                "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows}],
-                "tokenizer": "tokenizer.json", "tokenizer_hash": "test", "content_hash": f"synthetic-{seed}-{rows}-{heldout}",
+                "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows, "checksum": checksum}],
+                "tokenizer": "tokenizer.json", "tokenizer_hash": "test",
+                "content_hash": f"synthetic-{seed}-{rows}-{heldout}",
                 "special_tokens": {t: i for i, t in enumerate(SPECIALS)}, "budget": {}, "heldout": record}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder

@@ -135,40 +135,95 @@ def test_compiled_model_gives_the_eager_loss() -> None:
     assert dynamic(inputs, labels=labels).loss.item() == pytest.approx(eager.item(), rel=1e-5)
 
 
-def test_gpu_check_parity_part_runs_on_a_tiny_arch() -> None:
-    from bench.gpu_check import bf16_parity
+def _parity(precision: str) -> dict:
+    """The parity check on a CPU-sized arch that keeps the 32768-word decoder (where fp16 gradients underflow)."""
+    from bench.gpu_check import QUICK_ARCH
+    from bench.parity import precision_parity
 
-    arch = _tiny_arch()
-    result = bf16_parity(arch, budgets.load("train", "demo"), torch.device("cpu"))
-    assert len(result["fp32"]) == len(result["bf16"]) == result["steps"]
-    assert result["fp32"] != result["bf16"]  # bf16 really ran
-    assert result["ok"] and result["max_rel_diff"] <= result["tolerance"]
-
-
-def test_gpu_check_options_part_trains_every_option_in_bf16_on_a_tiny_arch() -> None:
-    from bench.gpu_check import bf16_parity, host_syncs_per_step, with_options
-
-    arch, train = with_options(_tiny_arch(), budgets.load("train", "demo"))
-    assert arch.position_embedding == "rotary" and not arch.tie_decoder and train.optimizer.name == "muon"
-    assert train.masking.final_rate == 0.4 and train.schedule.decay == "1-sqrt"
-    result = bf16_parity(arch, train, torch.device("cpu"))
-    assert result["fp32"] != result["bf16"] and result["ok"]
-    assert host_syncs_per_step(arch, train, torch.device("cpu")) is None  # counted on CUDA only
+    arch = budgets.ArchBudget.model_validate({**budgets.load("arch", "24").model_dump(), **QUICK_ARCH})
+    return precision_parity(arch, budgets.load("train", "24"), torch.device("cpu"), precision, steps=2, rows=64)
 
 
-def test_gpu_check_parity_fails_on_a_bf16_path_that_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench.gpu_check import bf16_parity
+def test_parity_rows_are_text_not_uniform_ids() -> None:
+    from bench.parity import text_rows
+
+    rows = text_rows(16, 32, 32768)
+    ids, counts = rows.unique(return_counts=True)
+    assert rows.shape == (16, 32) and len(ids) < 300  # a few hundred words, not 512 draws from 32768
+    assert counts.max() > 0.03 * rows.numel() and (rows == 5).any()  # frequent words; documents end in <sep>
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_precision_parity_passes_for_autocast_as_the_trainer_runs_it(precision: str) -> None:
+    result = _parity(precision)
+    assert result["fp32"]["grad_norm"] != result[precision]["grad_norm"]  # the low precision really ran
+    assert result["ok"], result
+
+
+def _bf16_layer_norm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: LayerNorm computed in bf16 under autocast (which keeps it in fp32), so the residual stream
+    that starts at the embedding norm is bf16."""
+    import torch.nn.functional as F
+
+    layer_norm = F.layer_norm
+
+    def bf16(x, shape, weight=None, bias=None, eps=1e-5):
+        if not torch.is_autocast_enabled(x.device.type):
+            return layer_norm(x, shape, weight, bias, eps)
+        with torch.autocast(x.device.type, enabled=False):
+            return layer_norm(x.bfloat16(), shape, weight.bfloat16(), bias.bfloat16(), eps)
+
+    monkeypatch.setattr(F, "layer_norm", bf16)
+
+
+def _no_loss_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: fp16 without its loss scaler, so small gradients flush to zero."""
+    init = torch.amp.GradScaler.__init__
+
+    def disabled(self, device="cuda", *args, **kwargs):
+        init(self, device, *args, **{**kwargs, "enabled": False})
+
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__", disabled)
+
+
+def _drifting_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant a fault: a low-precision path whose loss is 5 % off."""
     from cramcli.train import step
 
     forward_loss = step.forward_loss
 
-    def drifting(model, inputs, labels, dtype):  # a bf16 path 5 % off: what the check exists to catch
+    def drifting(model, inputs, labels, dtype):
         loss = forward_loss(model, inputs, labels, dtype)
-        return loss * 1.05 if dtype == torch.bfloat16 else loss
+        return loss * 1.05 if dtype is not None else loss
 
     monkeypatch.setattr(step, "forward_loss", drifting)
-    result = bf16_parity(_tiny_arch(), budgets.load("train", "demo"), torch.device("cpu"))
-    assert not result["ok"] and result["max_rel_diff"] > result["tolerance"]
+
+
+def test_gpu_check_options_part_trains_every_option_in_bf16_on_a_tiny_arch() -> None:
+    from bench.gpu_check import QUICK_ARCH, host_syncs_per_step, with_options
+    from bench.parity import precision_parity
+
+    quick = budgets.ArchBudget.model_validate({**budgets.load("arch", "24").model_dump(), **QUICK_ARCH})
+    arch, train = with_options(quick, budgets.load("train", "24"))
+    assert arch.position_embedding == "rotary" and not arch.tie_decoder and train.optimizer.name == "muon"
+    assert train.masking.final_rate == 0.4 and train.schedule.decay == "1-sqrt"
+    result = precision_parity(arch, train, torch.device("cpu"), "bf16", steps=2, rows=64)
+    assert result["fp32"] != result["bf16"] and result["ok"], result
+    assert host_syncs_per_step(arch, train, torch.device("cpu")) is None  # counted on CUDA only
+
+
+@pytest.mark.parametrize(("precision", "plant", "caught_by"), [
+    ("bf16", _bf16_layer_norm, "max_rel_tensor_grad_norm_diff"),
+    ("fp16", _no_loss_scaler, "max_rel_tensor_grad_norm_diff"),
+    ("bf16", _drifting_loss, "max_rel_loss_diff"),
+])
+def test_precision_parity_fails_on_a_planted_fault(monkeypatch: pytest.MonkeyPatch, precision: str, plant,
+                                                   caught_by: str) -> None:
+    plant(monkeypatch)
+    result = _parity(precision)
+    assert not result["ok"]
+    tolerance = {"max_rel_loss_diff": "loss", "max_rel_tensor_grad_norm_diff": "tensor_grad_norm"}[caught_by]
+    assert result[caught_by] > result["tolerances"][tolerance]
 
 
 def test_flash_check_without_flash_attn_is_skipped_not_passed(capsys: pytest.CaptureFixture) -> None:
@@ -181,25 +236,45 @@ def test_flash_check_without_flash_attn_is_skipped_not_passed(capsys: pytest.Cap
     assert "SKIPPED" in capsys.readouterr().out and flash_check.status(flash_check.SKIPPED) == "skipped"
 
 
-@pytest.mark.parametrize(("check_rc", "verdict"), [(0, "PASSED"), (1, "FAILED"), (3, "SKIPPED")])
-def test_gpu_check_script_reports_a_skipped_flash_check_as_skipped(tmp_path, check_rc: int, verdict: str) -> None:
-    """gpu_check.sh with a stand-in GPU and Python whose `-m bench.gpu_check` exits `check_rc`."""
+@pytest.mark.parametrize(("check_rc", "carry", "verdict", "rc"), [
+    (0, True, "PASSED", 0), (1, True, "FAILED", 1), (3, True, "SKIPPED", 3),
+    (0, False, "FAILED", 1),  # no prepared data carried: the stages cannot run, so not a pass
+])
+def test_gpu_check_script_verdicts(tmp_path, check_rc: int, carry: bool, verdict: str, rc: int) -> None:
+    """gpu_check.sh with a stand-in GPU and a Python whose eager `bench.gpu_check` exits `check_rc` and whose
+    stages (pretrain, glue, convert, bench, the gpu tests) succeed; the collector is the real one."""
     import os
     import subprocess
+    import sys
     from pathlib import Path
 
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho 'Stand-in GPU, 80 GiB, 1.0'\n")
-    (fake / "python").write_text(f'#!/bin/sh\n[ "$1" = "-m" ] && {{ echo "stand-in gpu_check"; exit {check_rc}; }}\nexit 0\n')
+    (fake / "python").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *"bench.gpu_check --modes eager"*) echo "stand-in gpu_check"; exit {check_rc};; '
+        f'*"bench.gpu_stages collect"*) exec {sys.executable} "$@";; esac\nexit 0\n')
     for f in fake.iterdir():
         f.chmod(0o755)
+    carried = tmp_path / "carry"
+    if carry:
+        (carried / "data").mkdir(parents=True)
+        (carried / "data" / "manifest.json").write_text("{}")
+        (carried / "glue").mkdir()
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
     env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "PYTHON": str(fake / "python")}
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode == check_rc, done.stdout + done.stderr
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(script), "--out", str(out), "--carry", str(carried)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == rc, done.stdout + done.stderr
     assert f"gpu_check: {verdict}" in done.stdout + done.stderr
-    assert ("PASSED" in done.stdout + done.stderr) == (check_rc == 0)
+    assert ("PASSED" in done.stdout + done.stderr) == (rc == 0)
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["check", "gpu_tests", "compiled", "pretrain", "resume", "glue", "convert",
+                            "convert_parity", "bench"]
+    assert stages["pretrain"]["status"] == ("ok" if carry else "skipped")
+    assert f"gpu_check: {verdict}" in (out / "log.txt").read_text()  # the log is complete on return
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU machine runs the real check")

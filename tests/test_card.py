@@ -5,6 +5,7 @@ the weights validate, its How-to-use runs; edited cards are kept; push fails cle
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -282,6 +283,15 @@ def test_push_upload_call(bare_checkpoint: Path, closed_endpoint: str, monkeypat
     assert Path(up["folder_path"]) == bare_checkpoint and up["revision"] == "v1" and up["repo_id"] == "alice/tiny"
     # The card was written for the repo: its How-to-use loads from the hub id.
     assert "from_pretrained('alice/tiny')" in (bare_checkpoint / "README.md").read_text()
+
+    # A local file that cannot be read is said as such, not as an unreachable hub.
+    def unreadable(self, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", str(bare_checkpoint / "model.safetensors"))
+
+    monkeypatch.setattr(HfApi, "upload_folder", unreadable)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "cannot reach" not in res.output and "Traceback" not in res.output
+    assert "model.safetensors: Permission denied — a local file problem, not the hub" in res.output.replace("\n", "")
 
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: type("C", (), {"commit_url": "u/commit/1"})())
     res = runner.invoke(app, [*args, "--json"])

@@ -92,6 +92,7 @@ def check_copied(root: Path, folder: Path, rows: np.ndarray, layout: str) -> Pat
     assert manifest["tokenizer_trained"] is False
     assert manifest["special_tokens"]["<mask>"] == SPECIALS.index("<mask>")
     np.testing.assert_array_equal(data.rows(0, len(data)), rows)  # same rows, same order
+    assert data.verify()["verified"] == [s["file"] for s in manifest["shards"]]  # each shard's checksum recorded
     assert (out / "tokenizer.json").read_bytes() == (folder / "tokenizer" / "tokenizer.json").read_bytes()
     return out
 

@@ -135,11 +135,8 @@ def test_ddp_gloo_matches_single_process(tmp):
     _run(tmp, "single", max_steps=6)
     write_budgets(tmp, schedule={"name": "constant"}, batch_size=16, micro_batch_size=4,
                   masking={"scheme": "exact", "rate": 0.25})
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cramcli", "pretrain", *_cli(tmp, "ddp", "--max-steps", "6", "--peak-tflops", "2.5")]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # max_steps counts micro-batches of micro_batch_size: 12 of 4 sequences = the single run's 6 of 8
+    _torchrun(tmp, "ddp", "--max-steps", "12", "--peak-tflops", "2.5")
     single, ddp = _weights(tmp / "single"), _weights(tmp / "ddp")
     for key in single:
         torch.testing.assert_close(single[key], ddp[key], rtol=1e-4, atol=1e-5)
@@ -157,6 +154,36 @@ def test_ddp_gloo_matches_single_process(tmp):
         assert 0.75 < row["tokens_per_s"] / measured < 1.33, (row, before)
     flops = arch_flops_per_token(budgets.load("arch", tmp / "arch.json"), 32, 0.25)
     assert all(r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / (2 * 2.5e12)) for r in rows)
+
+
+def _torchrun(tmp: Path, out: str, *flags: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cramcli", "pretrain", *_cli(tmp, out, *flags)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_ddp_step_cap_and_v1_ramp_count_sequences_not_global_micro_steps(tmp):
+    """Two processes of micro-batch 4 against one: `max_steps` 24 and the v1 ramp over 8 micro-steps mean 96 and
+    32 sequences on any number of processes (counted in global micro-steps, two processes would train twice as
+    many sequences and ramp twice as long)."""
+    from pretrain_helpers import SEQ
+
+    write_budgets(tmp, schedule={"name": "constant"}, batch_size=16, micro_batch_size=4, batch_ramp=8,
+                  log_every_steps=1)
+    _run(tmp, "single", max_steps=24)
+    _torchrun(tmp, "ddp", "--max-steps", "24")
+    for run, world in (("single", 1), ("ddp", 2)):
+        report = json.loads((tmp / run / "report.json").read_text())
+        rows = [json.loads(line) for line in (tmp / run / "metrics.jsonl").read_text().splitlines()]
+        assert report["world_size"] == world and report["micro_steps"] == rows[-1]["step"]
+        sequences = report["tokens"] // SEQ
+        # the cap is checked at optimizer-step boundaries: the first one at or after 24 × 4 sequences
+        assert sequences >= 96 > sequences - rows[-1]["batch_size"], run
+        # the ramp reaches the full batch once ramp × micro_batch_size = 32 sequences are (about to be) seen
+        first_full = next(r for r in rows if r["batch_size"] == 16)
+        assert 32 - 16 <= first_full["tokens"] // SEQ - 16 <= 32, run
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 
 from cramcli.train import checkpointing
 from cramcli.train.metrics import MetricsLog
+from cramcli.utils.errors import RunError
 from cramcli.utils.plots import training_png
 
 
@@ -22,7 +23,7 @@ def test_keep_last_k_and_fallback(tmp_path):
     warnings: list[str] = []
     path, state = checkpointing.load_latest(tmp_path, warn=warnings.append)
     assert state == {"step": 4} and path.name == "step_00000004"
-    assert "unreadable" in warnings[0] and "step_00000006" in warnings[0]
+    assert "skipped" in warnings[0] and "truncated" in warnings[0] and "step_00000006" in warnings[0]
 
 
 def test_disk_full_keeps_previous_state(tmp_path, monkeypatch):
@@ -32,7 +33,8 @@ def test_disk_full_keeps_previous_state(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError):
+    with pytest.raises(RunError, match=r"step_00000004/state.pt: cannot write: no space left on the device; .*"
+                                       r"checkpoint step_00000002 is intact; free space and run with --resume"):
         checkpointing.save_state(tmp_path, 4, {"step": 4}, keep=1)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
     assert checkpointing.load_latest(tmp_path)[1] == {"step": 2}

@@ -83,7 +83,8 @@ def test_clock_offset_and_step_mode():
     assert clock.elapsed() == 40.0 and clock.fraction(0) == pytest.approx(0.4)
     clock.start()
     fake.now += 10
-    assert clock.elapsed() == 50.0 and clock.state_dict() == {"elapsed": 50.0, "mode": "time"}
+    assert clock.elapsed() == 50.0 and clock.state_dict() == {"elapsed": 50.0, "mode": "time", "budget_seconds": 100.0,
+                                                              "anchor": [0.0, 0.0]}
     assert ScheduleClock(100.0, "steps", max_steps=200).fraction(50) == 0.25
     with pytest.raises(ValueError, match="needs max_steps"):
         ScheduleClock(100.0, "steps")

@@ -282,14 +282,16 @@ class TrainBudget(_Strict):
     """Sequences per forward/backward."""
     batch_ramp: Annotated[float, Field(ge=0.0, le=1e12)] = 300_000
     """Batch-size ramp: ≥ 1 = micro-steps to reach batch_size (v1); in (0, 1) = share of the budget (v2);
-    0 = full batch from the start."""
+    0 = full batch from the start. Micro-steps here and in `max_steps` are micro-batches of micro_batch_size
+    sequences: under torchrun one step of N processes counts N."""
     grad_clip: Annotated[float, Field(ge=0.0, le=1e6)] = 0.5
     """Clip the global gradient L2 norm to this (0 = off)."""
     schedule_clock: Literal["time", "steps"] = "time"
     """What the LR schedule and a fractional batch ramp follow: `time`, the share of `hours` spent (the recipe);
     `steps`, the share of `max_steps` done (deterministic, so a resume is bitwise exact; needs `max_steps`)."""
     max_steps: PositiveInt | None = None
-    """Stop after this many micro-steps (a cap: with `schedule_clock: time` it never shapes the schedule)."""
+    """Stop after this many micro-steps of micro_batch_size sequences, N per step of N processes (a cap: with
+    `schedule_clock: time` it never shapes the schedule)."""
     max_tokens: PositiveInt | None = None
     """Stop after this many training tokens (a cap)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
@@ -297,6 +299,12 @@ class TrainBudget(_Strict):
     GradScaler, saying so); the CPU always trains in fp32."""
     compile: bool = False
     """Wrap the model in torch.compile."""
+    sparse_count: Literal["auto", "exact", "fixed"] = "auto"
+    """How an arch's `dynamic` sparse prediction is run. `exact`: the masked positions by boolean indexing (the
+    original v1; on a GPU the host waits for the count every micro-step). `fixed`: a fixed count sized to the
+    masking rate (+4σ for Bernoulli), masked positions first, so nothing waits and shapes never change; the loss
+    is the same unless more positions are masked than fit. `auto`: `fixed` on CUDA, `exact` elsewhere. Under
+    compile always `fixed`."""
     checkpoint_every_minutes: Annotated[float, Field(gt=0.0, le=1e6)] = 60.0
     keep_checkpoints: Annotated[int, Field(ge=1, le=1000)] = 2
     log_every_steps: PositiveInt = 50

@@ -1,12 +1,12 @@
 """Building a prepared-data folder safely: reuse a finished folder with the same content hash, else build in a
-hidden `.NAME.*.partial` work folder beside the output that is renamed into place only when everything is written
-(manifest.json last), so an interrupted run never leaves a folder that looks finished; the next run removes the
-dead leftovers of killed ones. SIGTERM unwinds like Ctrl-C, so the work folder is cleaned up."""
+hidden `.NAME.XXXXXXXX.partial` work folder beside the output that is renamed into place only when everything is
+written (manifest.json last), so an interrupted run never leaves a folder that looks finished; the next run
+removes the leftovers of killed ones (`utils/run_folder.remove_dead_partials` says when a work folder counts as
+dead). SIGTERM unwinds like Ctrl-C, so the work folder is cleaned up. A failed write (a full disk, a file-size
+limit) is one line naming the output and saying what is intact."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cramcli.data.prepared import MANIFEST, read_manifest, write_manifest
-from cramcli.utils import run_folder
+from cramcli.utils import disk, run_folder
 from cramcli.utils.errors import UsageError
-
-OWNER = ".owner_pid"
 
 
 def cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | None:
@@ -43,31 +41,19 @@ def cached_manifest(final: Path, chash: str, force: bool) -> dict[str, Any] | No
 def build_folder(final: Path, chash: str, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Run `build(work)` (it fills the work folder and returns the manifest), then write the manifest and rename
     the work folder to `final`; returns the manifest."""
-    _remove_dead_partials(final)
-    with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data", settings_fingerprint=chash,
-                                                           force=True) as work:
-        (work / OWNER).write_text(str(os.getpid()))
-        manifest = build(work)
-        (work / OWNER).unlink()
-        # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
-        write_manifest(work, manifest)
+    try:
+        with _sigterm_as_interrupt(), run_folder.atomic_output(final, command="prepare-data",
+                                                               settings_fingerprint=chash, force=True) as work:
+            manifest = build(work)
+            # manifest.json marks the folder finished: written last, inside the folder that is renamed into place.
+            write_manifest(work, manifest)
+    except OSError as exc:
+        if not disk.is_write_error(exc):
+            raise
+        before = f"the earlier prepared data in {final} is unchanged" if final.is_dir() else "nothing was kept"
+        raise disk.write_failure(exc, exc.filename or final, intact=f"{before} (the work folder was removed); free "
+                                 "space and run the same command again") from None
     return manifest
-
-
-def _remove_dead_partials(final: Path) -> None:
-    """Delete work folders of earlier runs of this output that were killed (their owner process is gone)."""
-    if not final.parent.is_dir():
-        return
-    for partial in final.parent.glob(f".{final.name}.*.partial"):
-        try:
-            pid = int((partial / OWNER).read_text())
-            os.kill(pid, 0)
-            continue  # still running: another prepare-data owns it
-        except ProcessLookupError:
-            pass
-        except (OSError, ValueError):
-            pass  # no readable owner: killed before it was written
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 @contextmanager

@@ -17,6 +17,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from cramcli.data.checksum import checksum_text, new_checksum
+from cramcli.utils import disk
+
 ORDERINGS = ("sentence-ends", "random", "unigram", "none")
 SHARD_ROWS = 1 << 20
 """Rows per output shard (256 MiB at 128 uint16 tokens per row)."""
@@ -100,40 +103,66 @@ def row_order(ordering: str, num_rows: int, seed: int, scores: np.ndarray | None
 
 class ShardWriter:
     """Writes rows, in the order given, into `tokens_NNNNN.bin` shards of SHARD_ROWS rows each, hashing every
-    token byte on the way (the data hash)."""
+    token byte on the way: the data hash of all rows, and each shard's checksum,
+    which `cram pretrain` and `cram prepare-data --verify` check the files against (data/checksum.py).
 
-    def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None, prefix: str = "tokens") -> None:
+    `expected_rows` (when known) lets it warn through `warn` before a shard that will not fit on the disk.
+    `prefix` names the files (`heldout` for the held-out split's shards)."""
+
+    def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None, *,
+                 expected_rows: int | None = None, warn: Callable[[str], object] | None = None,
+                 prefix: str = "tokens") -> None:
         self.out_dir, self.on_rows, self.prefix = out_dir, on_rows, prefix
+        self.expected_rows, self.warn = expected_rows, warn
         self.shards: list[dict[str, Any]] = []
         self.digest = hashlib.sha256()
         self._handle: BinaryIO | None = None
+        self._checksum = new_checksum()
+        self._written = 0
 
     def write(self, rows: np.ndarray) -> None:
         while len(rows):
             if self._handle is None or self.shards[-1]["rows"] == SHARD_ROWS:
-                self._next_shard()
+                self._next_shard(rows[0].nbytes)
             assert self._handle is not None
             take = SHARD_ROWS - self.shards[-1]["rows"]
             data = rows[:take].tobytes()
-            self._handle.write(data)
+            try:
+                self._handle.write(data)
+            except OSError as exc:
+                raise disk.named(exc, self.out_dir / self.shards[-1]["file"]) from None
             self.digest.update(data)
+            self._checksum.update(data)
             self.shards[-1]["rows"] += len(rows[:take])
+            self._written += len(rows[:take])
             if self.on_rows:
                 self.on_rows(len(rows[:take]))
             rows = rows[take:]
 
-    def _next_shard(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+    def _next_shard(self, row_bytes: int) -> None:
+        self._close_shard()
         name = f"{self.prefix}_{len(self.shards):05d}.bin"
+        if self.warn is not None and self.expected_rows is not None:
+            rows = min(SHARD_ROWS, max(self.expected_rows - self._written, 0))
+            low = disk.low_space_warning(self.out_dir, rows * row_bytes, f"shard {name}")
+            if low:
+                self.warn(low)
         self._handle = open(self.out_dir / name, "wb")  # noqa: SIM115 (kept open across write() calls)
         self.shards.append({"file": name, "rows": 0})
 
-    def close(self) -> tuple[list[dict[str, Any]], str]:
-        """The shard list and the data hash."""
+    def _close_shard(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()  # flushes the buffered tail: a full disk may show here first
+            except OSError as exc:
+                raise disk.named(exc, self.out_dir / self.shards[-1]["file"]) from None
+            self.shards[-1]["checksum"] = checksum_text(self._checksum)
+            self._checksum = new_checksum()
+
+    def close(self) -> tuple[list[dict[str, Any]], str]:
+        """The shard list (file, rows, checksum) and the data hash."""
+        self._close_shard()
         return self.shards, self.digest.hexdigest()[:16]
 
 
@@ -145,9 +174,10 @@ def write_shards(
     num_rows: int,
     out_dir: Path,
     on_rows: Callable[[int], None] | None = None,
+    warn: Callable[[str], object] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """Gather rows of `src` in `order` into shards; returns the shard list and the data hash."""
-    writer = ShardWriter(out_dir, on_rows)
+    writer = ShardWriter(out_dir, on_rows, expected_rows=len(order), warn=warn)
     for start in range(0, len(order), _GATHER_ROWS):
         # A fresh map per chunk releases the pages read so far, keeping RSS flat in corpus size.
         writer.write(np.asarray(_read_rows(src, dtype, seq_length, num_rows)[order[start : start + _GATHER_ROWS]]))

@@ -37,6 +37,7 @@ from cramcli.data import dedup, filters, packing, prepared
 from cramcli.data.normalize import build_normalizer
 from cramcli.data.sources import Source
 from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_tokenizer
+from cramcli.utils import disk
 from cramcli.utils.errors import UsageError
 
 CODE_VERSION = 3
@@ -230,8 +231,10 @@ def prepare(
     progress: Progress,
     chash: str,
     filter_tokenizer: Tokenizer | None = None,
+    warn: Callable[[str], object] | None = None,
 ) -> Result:
-    """Run all phases into `workdir`; leaves manifest.json, tokenizer.json and the shards there."""
+    """Run all phases into `workdir`; leaves manifest.json, tokenizer.json and the shards there. `warn` hears
+    of a shard that will not fit on the disk before it is written."""
     result = Result()
     counts = result.counts
     t0 = time.perf_counter()
@@ -255,7 +258,8 @@ def prepare(
         trained = True
     else:
         trained = False
-    tokenizer.save(str(workdir / "tokenizer.json"))
+    with disk.os_errors(workdir / "tokenizer.json"):
+        tokenizer.save(str(workdir / "tokenizer.json"))
     result.timings["tokenizer"] = time.perf_counter() - t0
 
     vocab_size = tokenizer.get_vocab_size()
@@ -282,7 +286,7 @@ def prepare(
     order = packing.row_order(budget.ordering, counts.rows, budget.seed, scores)[: budget.max_rows]
     counts.rows_dropped_by_cap = counts.rows - len(order)
     shards, data_hash = packing.write_shards(
-        workdir / ROWS, order, dtype, budget.seq_length, counts.rows, workdir, advance
+        workdir / ROWS, order, dtype, budget.seq_length, counts.rows, workdir, advance, warn
     )
     (workdir / ROWS).unlink()
     (workdir / SPOOL).unlink()

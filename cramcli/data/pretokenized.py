@@ -385,7 +385,8 @@ def check_config(corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: P
 
 
 def copy_rows(
-    corpus: Corpus, budget: DataBudget, tok: Tokenizer, workdir: Path, progress: Progress
+    corpus: Corpus, budget: DataBudget, tok: Tokenizer, workdir: Path, progress: Progress,
+    warn: Callable[[str], object] | None = None,
 ) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
     """Check and copy rows into shards until the corpus or max_rows ends; returns shards, data hash, stats. Held-out
     blocks (see `heldout_blocks`) and the rows beside them are left out of the shards (`stats["heldout"]`)."""
@@ -393,7 +394,8 @@ def copy_rows(
     dtype = packing.token_dtype(vocab_size)
     total = corpus.num_rows()
     advance = progress("copy token rows", min(total, budget.max_rows) if total is not None else budget.max_rows)
-    writer = packing.ShardWriter(workdir, advance)
+    expected = min(total, budget.max_rows) if total is not None else None
+    writer = packing.ShardWriter(workdir, advance, expected_rows=expected, warn=warn)
     v = budget.validation
     own = corpus.validation_split() if v.share > 0 and v.max_rows > 0 else None
     blocks = None if own is not None or v.share == 0 or v.max_rows == 0 else \
@@ -433,10 +435,9 @@ def copy_rows(
             if held_rows >= v.max_rows:
                 break
     held_shards, held_hash = held.close()
-    record = prepared.heldout_record(held_shards, held_hash, budget.seq_length,
-                            **({"origin": "validation"} if own is not None else
-                               {"origin": "blocks", "share": v.share, "seed": budget.seed, "rows_beside_dropped":
-                                guard_rows}))
+    how = {"origin": "validation"} if own is not None else \
+        {"origin": "blocks", "share": v.share, "seed": budget.seed, "rows_beside_dropped": guard_rows}
+    record = prepared.heldout_record(held_shards, held_hash, budget.seq_length, **how)
     return shards, data_hash, {"rows": written, "stopped_at_max_rows": capped, "sentence_ends": ends.summary(),
                                "heldout": record}
 
@@ -521,9 +522,10 @@ class _SentenceEnds:
 
 def prepare(
     corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path, workdir: Path, *, progress: Progress,
-    chash: str,
+    chash: str, warn: Callable[[str], object] | None = None,
 ) -> dict[str, Any]:
-    """Copy the corpus's tokenizer files and rows into `workdir`; returns the manifest (the caller writes it)."""
+    """Copy the corpus's tokenizer files and rows into `workdir`; returns the manifest (the caller writes it).
+    `warn` hears of a shard that will not fit on the disk before it is written."""
     t0 = time.perf_counter()
     config = check_config(corpus, budget, tok, tok_file)
     special = special_ids(tok, str(tok_file), folder=tok_file.parent)  # masked-LM pretraining needs its <mask>
@@ -532,7 +534,7 @@ def prepare(
     for name in TOKENIZER_FILES:  # verbatim: the prepared tokenizer.json is the corpus's own
         if (tok_file.parent / name).is_file():
             shutil.copyfile(tok_file.parent / name, workdir / name)
-    shards, data_hash, stats = copy_rows(corpus, budget, tok, workdir, progress)
+    shards, data_hash, stats = copy_rows(corpus, budget, tok, workdir, progress, warn)
     rows = stats["rows"]
     seconds = time.perf_counter() - t0
     vocab_size = tok.get_vocab_size()

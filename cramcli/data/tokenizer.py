@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 
 from cramcli.budgets import NormalizationBudget, TokenizerBudget
 from cramcli.data.normalize import build_normalizer
+from cramcli.utils import disk
 from cramcli.utils.errors import UsageError
 from cramcli.utils.jsonfile import read_object
 
@@ -260,7 +261,8 @@ def save_tokenizer(tok: Tokenizer, folder: Path, model_max_length: int = 128) ->
     """Write `tokenizer.json` plus the HF side files, so `AutoTokenizer.from_pretrained(folder)` works too."""
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / "tokenizer.json"
-    tok.save(str(file))
+    with disk.os_errors(file):
+        tok.save(str(file))
     to_hf_tokenizer(file, model_max_length).save_pretrained(str(folder))
     return file
 

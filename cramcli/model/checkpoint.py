@@ -34,6 +34,7 @@ from cramcli.model.modeling import (
 from cramcli.model.original import HUB_V1_WEIGHTS, RUN_CONFIG, RUN_V1_WEIGHTS, WEIGHTS
 from cramcli.model.source import Source, check_finite
 from cramcli.model.tokenizer import TOKENIZER_FILES, checkpoint_special_ids, copy_tokenizer, load_tokenizer
+from cramcli.utils import disk
 from cramcli.utils.atomic import atomic_dir
 from cramcli.utils.jsonfile import read_object
 
@@ -77,7 +78,7 @@ def save_checkpoint(model: nn.Module, out_dir: Path, tokenizer_path: Path | None
                                       "trained with")
             for name, value in checkpoint_special_ids(tmp, tok).config_fields().items():
                 setattr(net.config, name, value)
-        with quiet_transformers():
+        with quiet_transformers(), disk.os_errors(Path(out_dir) / WEIGHTS):
             net.save_pretrained(tmp)
     return Path(out_dir)
 
@@ -273,6 +274,7 @@ def _from_pretrained(source: Source, head: str, config: CrammedBertConfig) -> Cr
     """cram's own format: transformers' from_pretrained, then every stored tensor compared with the model's."""
     with quiet_transformers():
         model, info = HEADS[head].from_pretrained(source.folder, config=config, ignore_mismatched_sizes=True,
+                                                  use_safetensors=True,  # never a pickle, whatever sits beside
                                                   output_loading_info=True)
     missing = sorted(k for k in info["missing_keys"] if k.startswith("encoder.") or head != "cls")
     if missing:

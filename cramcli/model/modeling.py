@@ -179,6 +179,9 @@ class CrammedBertForMaskedLM(CrammedBertPreTrainedModel):
         if config.layout == "v1":
             self.prediction_head = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # Set by training (train/step.py): run `dynamic` as `static` at this share, so the host never waits for
+        # the masked count. Not a config field, so a saved model stays `dynamic`.
+        self.fixed_prediction_share: float | None = None
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -204,7 +207,9 @@ class CrammedBertForMaskedLM(CrammedBertPreTrainedModel):
         if labels is None:
             return MaskedLMOutput(logits=self._decode(hidden))
         hidden, labels = hidden.flatten(0, 1), labels.flatten()
-        mode = self.config.sparse_prediction
+        mode, share = self.config.sparse_prediction, self.config.sparse_rate
+        if mode == "dynamic" and self.fixed_prediction_share is not None:
+            mode, share = "static", self.fixed_prediction_share
         if mode == "dynamic":
             # Boolean indexing synchronises with the host (the count is data-dependent); `static` avoids that.
             keep = labels != IGNORE_INDEX
@@ -212,7 +217,7 @@ class CrammedBertForMaskedLM(CrammedBertPreTrainedModel):
         elif mode == "static":
             # A fixed count, so shapes never change (torch.compile): masked positions sort first; if fewer are
             # masked the rest are unmasked rows whose −100 labels the loss ignores.
-            count = max(1, round(self.config.sparse_rate * labels.numel()))
+            count = max(1, round(share * labels.numel()))
             order = torch.argsort((labels != IGNORE_INDEX).to(torch.int8), descending=True, stable=True)[:count]
             hidden, labels = hidden.index_select(0, order), labels.index_select(0, order)
         logits = self._decode(hidden)

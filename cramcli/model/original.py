@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def _load_weights(file: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{file}: weight file missing (expected {WEIGHTS} or {HUB_V1_WEIGHTS} beside "
                               "config.json)") from None
+    except pickle.UnpicklingError:  # weights_only=True met something other than tensors and plain values
+        raise CheckpointError(f"{file}: refused: loading it would run code or build objects a weight file never "
+                              "holds; nothing was executed — use the checkpoint's model.safetensors, or a trusted "
+                              "copy of this file") from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{file}: cannot read the weights, the file is truncated or corrupt ({reason})") from None

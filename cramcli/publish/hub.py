@@ -3,15 +3,17 @@ huggingface_hub versions (requests, httpx, httpx2), turned into one line each, n
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from cramcli.utils.errors import UsageError
+from cramcli.utils.errors import RunError, UsageError
 
 LOGIN = "set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) or run `hf auth login`"
 
 
 class hub_errors:
-    """Turn the hub client's exceptions inside the block into one `UsageError` line each."""
+    """Turn the hub client's exceptions inside the block into one line each: `UsageError` for the hub and the
+    network, `RunError` for a local file (never reported as an unreachable hub)."""
 
     def __init__(self, repo_id: str, endpoint: str) -> None:
         self.repo_id, self.endpoint = repo_id, endpoint
@@ -36,13 +38,19 @@ class hub_errors:
         if _is_network_error(exc):
             raise UsageError(f"cannot reach the hub at {self.endpoint} ({type(exc).__name__}: {first}); check the "
                              "network connection (or HF_ENDPOINT), then push again") from None
+        if isinstance(exc, OSError):  # a local file: unreadable, vanished, the client's cache on a full disk
+            raise RunError(f"{exc.filename or 'a local file'}: {exc.strerror or first} — a local file problem, not "
+                           "the hub; fix it and push again") from None
         return False
 
 
 def _is_network_error(exc: BaseException) -> bool:
-    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses."""
-    if isinstance(exc, OSError):  # includes requests' ConnectionError (huggingface_hub < 1.0)
+    """Connection, timeout and DNS errors of whichever HTTP library this huggingface_hub uses; never a local
+    file's OSError."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
         return True
+    if isinstance(exc, OSError) and type(exc).__module__.split(".")[0] in ("requests", "urllib3"):
+        return True  # requests' ConnectionError/Timeout are OSErrors (huggingface_hub < 1.0)
     classes: list[type] = []
     for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",))):
         try:

@@ -1,7 +1,9 @@
-"""Stage `bench`: time the real training step of an arch on this machine — tokens/s, step time, memory, MFU.
+"""Stage `bench`: time the real training loop of an arch on this machine — tokens/s, step time, memory, MFU.
 
-The step is the one `cram pretrain` runs: on-device masking, forward with sparse prediction (under bf16/fp16
-autocast on CUDA as the train budget says), backward, gradient clipping and the AdamW step. On a GPU the
+The loop is the one `cram pretrain` runs (train/throughput.py): host rows pinned and copied to the device,
+on-device masking, forward with sparse prediction (under bf16/fp16 autocast on CUDA as the train budget says)
+and backward with gradient accumulation over the budget's batch, and per batch the gradient clipping and AdamW
+step. On a GPU the
 micro-batch is searched by doubling until memory runs out; on a CPU one sensible size (about 2k tokens) is
 measured unless `--micro-batch` names one. With `--compile` each size is also measured under torch.compile
 (static sparse prediction, so shapes never change).

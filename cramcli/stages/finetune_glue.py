@@ -15,7 +15,7 @@ import typer
 from cramcli.glue.tasks import parse_tasks
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils import atomic, run_folder
+from cramcli.utils import atomic, disk, run_folder
 from cramcli.utils.console import Output
 from cramcli.utils.errors import UsageError
 
@@ -71,8 +71,15 @@ def run(
             raise UsageError(f"{out}: holds GLUE results made with other settings; pass --force to start over or "
                              f"another --out")
         atomic.write_json(out / "hparams.json", hparams)
-        doc = run_glue(glue_model, settings, out, device=dev, precision=precision, console=output.console,
-                       quiet=output.quiet)
+        try:
+            doc = run_glue(glue_model, settings, out, device=dev, precision=precision, console=output.console,
+                           quiet=output.quiet)
+        except OSError as exc:  # each trial is saved whole as it finishes: say what a rerun keeps
+            if not disk.is_write_error(exc):
+                raise
+            kept = len(list((out / "trials").glob("*.json")))
+            raise disk.write_failure(exc, intact=f"the {kept} finished trial(s) in {out / 'trials'} are intact and "
+                                     "a rerun reuses them; free space and run the same command again") from None
         report = {"command": "finetune-glue", "model": str(model), "out": str(out), "device": str(dev),
                   "precision": precision.name, "seconds": round(time.perf_counter() - started, 2), **doc["summary"]}
         output.report(report, render(doc["tasks"], doc["summary"]), out / "report.json")

@@ -20,7 +20,7 @@ from cramcli.data.progress import PhaseBars
 from cramcli.data.report import source_warnings, summary, table
 from cramcli.stages import options
 from cramcli.stages.common import load_budget
-from cramcli.utils.console import Output
+from cramcli.utils.console import Output, summary_table
 from cramcli.utils.errors import UsageError
 
 
@@ -35,11 +35,16 @@ def run(
     workers: Annotated[int, typer.Option("--workers", help="Worker processes for normalising/filtering (0 = all cores).")] = 0,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override the budget's seed (document shuffle, random ordering).")] = None,
     force: options.Force = False,
+    verify: Annotated[Optional[Path], typer.Option("--verify", metavar="DIR", help="Only check the prepared-data folder DIR: every shard against the checksum in its manifest, every token id against the vocabulary. Builds nothing.")] = None,
 ) -> None:
     """Raw text → normalised, filtered, deduplicated, tokenized, packed rows that [bold]cram pretrain[/] reads.
 
     The same command twice reuses the cached result; any change to the budget, source or tokenizer rebuilds.
+    [bold]--verify DIR[/] checks a prepared folder instead (exit 0 when it is intact).
     """
+    if verify is not None:
+        _verify(output, verify)
+        return
     # Imported here: the pipeline pulls in datasketch and scipy, which `cram --help` must not pay for.
     from cramcli.data import filters, pipeline, pretokenized
     from cramcli.data.sources import open_source
@@ -59,7 +64,8 @@ def run(
         output.debug(f"pre-tokenized corpus {corpus.spec} ({corpus.layout}), content hash {chash}")
 
         def copy(work: Path, bars: PhaseBars) -> dict[str, Any]:
-            return pretokenized.prepare(corpus, data_budget, tok, tok_file, work, progress=bars, chash=chash)
+            return pretokenized.prepare(corpus, data_budget, tok, tok_file, work, progress=bars, chash=chash,
+                                        warn=output.warn)
 
         _build(output, final, chash, budget_name, copy, force)
         return
@@ -82,7 +88,7 @@ def run(
 
     def build(work: Path, bars: PhaseBars) -> dict[str, Any]:
         result = pipeline.prepare(src, data_budget, tok, work, workers=num_workers, progress=bars, chash=chash,
-                                  filter_tokenizer=filter_tok)
+                                  filter_tokenizer=filter_tok, warn=output.warn)
         for warning in source_warnings(src.stats):
             output.warn(warning)
         return result.manifest
@@ -114,3 +120,15 @@ def _build(
     write_pointer(budget_name, final)
     report = {"reused": False, "path": str(final), **summary(manifest)}
     output.report(report, table(manifest, final, reused=False), final / "report.json")
+
+
+def _verify(output: Output, folder: Path) -> None:
+    from cramcli.data.prepared import PreparedData
+
+    report = PreparedData(folder).verify(ids=True)
+    if report["unchecked"]:
+        output.warn(f"{len(report['unchecked'])} shard(s) have no checksum in the manifest (prepared by an earlier "
+                    "cram): their ids were checked, their bytes could not be")
+    output.report(report, summary_table(f"verified {folder}", {
+        "shards verified": len(report["verified"]), "shards without checksum": len(report["unchecked"]),
+        "token ids in vocabulary": "all", "bytes read": f"{report['bytes']:,}", "seconds": report["seconds"]}))

@@ -18,7 +18,7 @@ from cramcli.stages import options
 from cramcli.stages.common import load_budget
 from cramcli.utils import run_folder
 from cramcli.utils.atomic import write_bytes, write_json
-from cramcli.utils.console import Output, summary_table
+from cramcli.utils.console import Output, byte_progress, summary_table
 from cramcli.utils.errors import RunError, UsageError
 
 
@@ -31,7 +31,8 @@ def run(
     data: Annotated[Optional[Path], typer.Option("--data", help="Prepared-data folder (default: what prepare-data wrote for the same budget).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: outputs/runs/<budget>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps (a cap; the schedule follows the budget's schedule_clock).")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check every shard of --data against its checksum before training (--no-verify skips it for huge corpora and says what it skipped; ids are always checked against the vocabulary).")] = True,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many micro-steps of micro-batch-size sequences, N per step under N processes (a cap; the schedule follows the budget's schedule_clock).")] = None,
     micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", help="Override the budget's micro-batch (e.g. what cram bench found).")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (default: the budget's).")] = None,
     precision: options.Precision = None,
@@ -67,7 +68,10 @@ def run(
         raise UsageError(f"{run_dir}: no training checkpoint to resume from; start without --resume")
 
     with process_group(device, gpu) as (dev, rank, world):
-        prepared = open_for_training(data, label, a)
+        # Rank 0 alone re-reads the shards (every rank reads the same files); the others stay quiet about it.
+        with byte_progress(output, "verifying shards", enabled=rank == 0 and verify) as on_bytes:
+            prepared = open_for_training(data, label, a, verify=verify and rank == 0,
+                                         warn=output.warn if rank == 0 else lambda _: None, on_bytes=on_bytes)
         if t.micro_batch_size * world > prepared.num_rows:
             raise UsageError(f"{prepared.path}: {prepared.num_rows} rows cannot fill one micro-batch of "
                              f"{t.micro_batch_size}×{world} ranks; prepare more data or lower --micro-batch-size")
@@ -85,7 +89,8 @@ def run(
             barrier(world)
             dash = Dashboard(output.console, enabled=rank == 0 and not output.quiet)
             trainer = Trainer(t, a, prepared, run_dir, device=dev, rank=rank, world=world, seed=seed,
-                              config_key=key, dashboard=dash, peak_tflops=peak_tflops, say=output.info)
+                              config_key=key, dashboard=dash, peak_tflops=peak_tflops, say=output.info,
+                              warn=output.warn)
             if resume:
                 try:
                     path = trainer.resume(output.warn)
@@ -93,6 +98,8 @@ def run(
                     raise UsageError(str(exc)) from None
                 output.info(f"resuming from {path} (micro-step {trainer.progress.micro_steps}, "
                             f"{trainer.clock.offset / 3600:.3f} h of the budget spent)")
+                if trainer.clock.rescaled:
+                    output.info(f"--hours {t.hours:g}: {trainer.clock.rescaled}")
             if rank == 0:
                 write_json(run_dir / "run-config.json", {
                     "train": t.model_dump(mode="json"), "arch": a.model_dump(mode="json"), "budget": str(budget),
@@ -112,11 +119,12 @@ def run(
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:
-    """What a resume must match: everything but the stop caps and logging/checkpoint/evaluation cadence."""
+    """What a resume must match: everything but the stop caps, logging/checkpoint/evaluation cadence and how the
+    step is executed (compile, sparse_count)."""
     # schedule_clock is left out so a resume that changes it gets the clock's own message.
     train = t.model_dump(mode="json", exclude={"hours", "max_steps", "max_tokens", "checkpoint_every_minutes",
                                                "keep_checkpoints", "log_every_steps", "eval_every_minutes", "compile",
-                                               "schedule_clock"})
+                                               "sparse_count", "schedule_clock"})
     return {"train": train, "arch": a.model_dump(mode="json"), "world": world,
             "data": prepared.manifest.get("content_hash")}
 

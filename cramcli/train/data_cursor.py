@@ -3,22 +3,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from cramcli.data.prepared import PreparedData
+
+class RowSource(Protocol):
+    """What the cursor reads: a prepared-data folder (`PreparedData`), or `cram bench`'s rows in memory."""
+
+    path: Path
+    num_rows: int
+
+    def rows(self, start: int, count: int) -> np.ndarray: ...
 
 
 class DataCursor:
-    def __init__(self, data: PreparedData, rows_per_step: int) -> None:
+    def __init__(self, data: RowSource, rows_per_step: int) -> None:
         self.data = data
         self.rows_per_step = rows_per_step
         self.position = 0
 
-    def next_rows(self) -> np.ndarray:
-        """The next global micro-batch of rows (every rank reads the same and keeps its slice)."""
-        rows = self._rows(self.position, self.rows_per_step)
+    def next_rows(self, offset: int = 0, count: int | None = None) -> np.ndarray:
+        """Rows [offset, offset + count) of the next global micro-batch (all of it by default), then move past
+        the whole micro-batch: under DDP each rank reads only its own slice."""
+        count = self.rows_per_step - offset if count is None else count
+        rows = self._rows((self.position + offset) % self.data.num_rows, count)
         self.position = (self.position + self.rows_per_step) % self.data.num_rows
         return rows
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cramcli.utils import disk
 from cramcli.utils.atomic import write_text
 from cramcli.utils.jsonfile import read_rows
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+    def __init__(self, path: Path, enabled: bool = True, warn: Callable[[str], object] | None = None) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.rows: list[dict[str, Any]] = []
         if enabled and self.path.exists():  # resume: keep the curve of earlier sessions
-            self.rows = read_rows(self.path)
+            self.rows = read_rows(self.path, warn)
         self._tb = _tensorboard(self.path.parent) if enabled else None
         self._wandb = _wandb(self.path.parent) if enabled else None
 
@@ -25,8 +27,11 @@ class MetricsLog:
         if not self.enabled:
             return
         self.rows.append(row)
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise disk.named(exc, self.path) from None
         if self._tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":

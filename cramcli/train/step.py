@@ -17,12 +17,14 @@ from cramcli.utils.device import resolve_precision
 
 
 def mask_batch(ids: torch.Tensor, masking: MaskingBudget, vocab_size: int, generator: torch.Generator, *,
-               special: SpecialIds, rate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               special: SpecialIds, rate: float | None = None, row_offset: int = 0,
+               total_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, S] token ids → (masked inputs, labels) with the run's tokenizer's `<mask>` id; v1 masking never
     selects any of its special tokens (`special_ids(tokenizer)`, wherever they sit in the vocabulary). `rate`:
-    a scheduled masking rate instead of the budget's `rate`."""
+    a scheduled masking rate instead of the budget's `rate`. `ids` may be one rank's rows of a larger batch (see
+    `mask_tokens`)."""
     return mask_tokens(ids, masking, mask_id=special.mask, vocab_size=vocab_size, special_ids=special.all,
-                       generator=generator, rate=rate)
+                       generator=generator, rate=rate, row_offset=row_offset, total_rows=total_rows)
 
 
 def forward_loss(forward: Callable[..., object], inputs: torch.Tensor, labels: torch.Tensor,
@@ -47,6 +49,18 @@ def apply_gradients(model: torch.nn.Module, optimizers: list[torch.optim.Optimiz
         optimizer.zero_grad(set_to_none=True)
 
 
+def fixed_prediction_count(arch: ArchBudget, train: TrainBudget, device: torch.device, compile: bool) -> bool:
+    """Whether an arch's `dynamic` sparse prediction runs with a fixed count (`sparse_count`). Exact counting
+    indexes by a boolean mask, whose size the host must read from the device every micro-step: the CPU cannot
+    queue the next batch's copy and masking while the GPU computes. Under torch.compile the changing shapes
+    would also mean graph breaks and recompiles, so compile always uses the fixed count."""
+    if arch.sparse_prediction != "dynamic":
+        return False
+    if compile or train.sparse_count == "fixed":
+        return True
+    return train.sparse_count == "auto" and device.type == "cuda"
+
+
 class TrainStep:
     """The model, its optimizers (AdamW, plus Muon with `optimizer.name: muon`) and loss scaler, and the one
     training step that `cram pretrain`, `cram bench` and the GPU check all run: autocast forward and backward of a
@@ -61,15 +75,13 @@ class TrainStep:
         from cramcli.train.optim import make_optimizers
 
         compile = train.compile if compile is None else compile
-        overrides: dict[str, object] = {}
-        # Under torch.compile, dynamic sparse prediction's data-dependent shapes mean graph breaks and
-        # recompiles: decode a fixed count instead, sized to the masking rate.
-        if arch.sparse_prediction == "static" or (compile and arch.sparse_prediction == "dynamic"):
-            overrides = {"sparse_prediction": "static",
-                         "sparse_rate": static_prediction_rate(train.masking, tokens_per_micro_batch)}
+        share = static_prediction_rate(train.masking, tokens_per_micro_batch)
+        overrides: dict[str, object] = {"sparse_rate": share} if arch.sparse_prediction == "static" else {}
         # The config records the tokenizer's special ids, so the saved config.json names them.
         config = CrammedBertConfig.from_arch(arch, **overrides, **special.config_fields())
         self.model = CrammedBertForMaskedLM(config).to(device)
+        if fixed_prediction_count(arch, train, device, compile):
+            self.model.fixed_prediction_share = share
         self.model.eval()  # recipe §2.6: pretraining runs with dropout off; gradients still flow
         self.optimizers = make_optimizers(self.model, train.optimizer)
         precision = resolve_precision(train.precision, device, say)  # `say`: the bf16 → fp16 fallback line

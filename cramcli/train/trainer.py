@@ -25,15 +25,17 @@ from cramcli.budgets import ArchBudget, TrainBudget
 from cramcli.data.prepared import PreparedData
 from cramcli.data.tokenizer import special_ids
 from cramcli.train import distributed
-from cramcli.train.checkpointing import Checkpointer, RngState
+from cramcli.train.checkpointing import Checkpointer, RngState, newest_state, resume_hint
 from cramcli.train.clock import ScheduleClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
+from cramcli.train.feed import BatchFeed
 from cramcli.train.heldout import HeldOutEval
 from cramcli.train.metrics import MetricsLog, RunProgress, heldout_rows, training_rows
 from cramcli.train.schedules import batch_size_at, lr_factor, masking_rate
-from cramcli.train.step import TrainStep, mask_batch
+from cramcli.train.step import TrainStep
 from cramcli.train.stopping import StopConditions
+from cramcli.utils import disk
 from cramcli.utils.flops import arch_flops_per_token, device_peak_tflops
 
 
@@ -45,9 +47,10 @@ class Trainer:
     def __init__(self, train: TrainBudget, arch: ArchBudget, data: PreparedData, run_dir: Path, *,
                  device: torch.device, rank: int = 0, world: int = 1, seed: int = 0, config_key: str,
                  dashboard: Dashboard | None = None, peak_tflops: float | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, warn: Callable[[str], object] = print) -> None:
         self.budget, self.arch, self.data, self.run_dir = train, arch, data, Path(run_dir)
         self.device, self.rank, self.world, self.seed = device, rank, world, seed
+        self.warn = warn
         self.global_micro = train.micro_batch_size * world
         torch.manual_seed(seed)
         # The run's tokenizer names the special ids: masking uses them, config.json records them.
@@ -56,7 +59,9 @@ class Trainer:
                               special=self.special, world=world, say=say if rank == 0 else None)
         self.clock = ScheduleClock(train.hours * 3600, train.schedule_clock, train.max_steps)
         self.cursor = DataCursor(data, self.global_micro)
-        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0))
+        self.feed = BatchFeed(self.cursor, train.masking, data.vocab_size, self.special, device,
+                              micro_batch_size=train.micro_batch_size, rank=rank, world=world, seed=seed)
+        self.progress = RunProgress(MetricsLog(self.run_dir / "metrics.jsonl", enabled=rank == 0, warn=warn))
         self.stops = StopConditions(train)
         self.checkpointer = Checkpointer(
             self.run_dir, {"model": self.step, "clock": self.clock, "data": self.cursor, "rng": RngState(),
@@ -72,6 +77,13 @@ class Trainer:
         self.heldout = None if rows is None else HeldOutEval(
             rows, self.special, data.vocab_size, device, batch_size=train.micro_batch_size, rank=rank, world=world)
         self.eval_every = train.eval_every_minutes * 60
+
+    @property
+    def budget_steps(self) -> int:
+        """Micro-steps as the budget counts them (`max_steps`, the v1 batch ramp, the steps clock): micro-batches
+        of `micro_batch_size` sequences, so under N processes one global micro-step counts N and the caps and the
+        ramp cover the same sequences on any number of GPUs. One process: the micro-steps themselves."""
+        return self.progress.micro_steps * self.world
 
     def resume(self, warn: Any) -> Path:
         return self.checkpointer.restore(warn)
@@ -103,7 +115,7 @@ class Trainer:
                         if save_due:
                             self.save()
                             last_ckpt = time.perf_counter()
-                        batch = batch_size_at(micro_steps=p.micro_steps, x=x, batch_size=t.batch_size,
+                        batch = batch_size_at(micro_steps=self.budget_steps, x=x, batch_size=t.batch_size,
                                               micro_batch_size=self.global_micro, ramp=t.batch_ramp)
                         factor = lr_factor(t.schedule, x)
                         lr = t.optimizer.lr * factor
@@ -149,23 +161,13 @@ class Trainer:
         if self.rank == 0:
             row = {"step": self.progress.micro_steps, "tokens": self.progress.tokens,
                    "elapsed_s": self.clock.elapsed(), "due_s": due_s, **result, "eval_s": seconds}
-            self.progress.log.log(row)
+            self._write_metrics(row)
             self.dashboard.heldout(row)
         return seconds
 
     def _micro_step(self, *, sync: bool, accumulation: int) -> torch.Tensor:
-        ids = torch.from_numpy(self.cursor.next_rows())
-        if self.device.type == "cuda":  # page-locked (torch's caching host allocator): the copy overlaps compute
-            ids = ids.pin_memory()
-        ids = ids.to(self.device, non_blocking=True)
-        # Masks are drawn for the whole global micro-batch from a generator keyed to the micro-step, so any
-        # number of ranks (and a resumed run) sees exactly the masks one process would.
-        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.progress.micro_steps)
-        inputs, labels = mask_batch(ids, self.budget.masking, self.data.vocab_size, gen, special=self.special,
-                                    rate=self.mask_rate)
-        lo = self.rank * self.budget.micro_batch_size
-        hi = lo + self.budget.micro_batch_size
-        return self.step.micro_step(inputs[lo:hi], labels[lo:hi], accumulation, sync)
+        inputs, labels = self.feed.next(self.progress.micro_steps, rate=self.mask_rate)
+        return self.step.micro_step(inputs, labels, accumulation, sync)
 
     def _update(self, factor: float, loss: torch.Tensor) -> float:
         """One optimizer step at the schedule's LR `factor`; returns the batch's mean loss over all ranks."""
@@ -186,20 +188,20 @@ class Trainer:
             [elapsed, float(self.stops.signal is not None), float(save_due and self.rank == 0)],
             self.device, self.world)
         elapsed, signalled, save_due = flags[0], flags[1] > 0, flags[2] > 0
-        x = self.clock.fraction(self.progress.micro_steps, elapsed)
-        reason = self.stops.should_stop(micro_steps=self.progress.micro_steps, tokens=self.progress.tokens,
+        x = self.clock.fraction(self.budget_steps, elapsed)
+        reason = self.stops.should_stop(micro_steps=self.budget_steps, tokens=self.progress.tokens,
                                         elapsed=elapsed, signalled=signalled)
         return reason, x, save_due and not reason, elapsed
 
     def save(self) -> None:
         if self.rank == 0:
-            self.checkpointer.save(self.progress.micro_steps)
+            self.checkpointer.save(self.progress.micro_steps, self.warn)
         distributed.barrier(self.world)
 
     def _log(self, loss: float, lr: float, batch: int, tokens_per_s: float) -> None:
         if self.rank != 0:
             return
-        p, fraction, elapsed = self.progress, self.clock.fraction(self.progress.micro_steps), self.clock.elapsed()
+        p, fraction, elapsed = self.progress, self.clock.fraction(self.budget_steps), self.clock.elapsed()
         eta = elapsed / fraction * (1 - fraction) if fraction > 0 else float("nan")
         eta = min(eta, self.stops.budget_seconds - elapsed)  # a step-keyed run still stops when time runs out
         row = {"step": p.micro_steps, "optimizer_step": p.optimizer_steps, "loss": loss, "loss_ema": p.loss_ema,
@@ -208,17 +210,39 @@ class Trainer:
                "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
         if self.budget.masking.final_rate is not None:
             row["mask_rate"] = self.mask_rate
-        p.log.log(row)
+        self._write_metrics(row)
         self.dashboard.update(row)
 
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        """One metrics.jsonl line; a full disk is one line naming the checkpoint to resume from."""
+        try:
+            self.progress.log.log(row)
+        except OSError as exc:
+            if not disk.is_write_error(exc):
+                raise
+            raise disk.write_failure(exc, intact=resume_hint(self.run_dir)) from None
+
     def export(self) -> Path:
-        """The trained model as the checkpoint `final/`, swapped in whole (a resumed run replaces the earlier one
-        without a moment of none)."""
+        """The trained model as the checkpoint `final/`, written beside it and swapped in whole: a resumed run
+        replaces the earlier one so that the path holds the old or the new folder at every instant
+        (utils/atomic.py says how, and the one fallback). A failed write leaves the old `final/` as it was."""
         from cramcli.model.checkpoint import save_checkpoint
 
         final = self.run_dir / "final"
         if self.rank == 0:
-            save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
+            needed = sum(p.numel() * p.element_size() for p in self.step.model.parameters())
+            low = disk.low_space_warning(self.run_dir, needed, "the final export")
+            if low:
+                self.warn(low)
+            try:
+                save_checkpoint(self.step.model, final, tokenizer_path=self.data.tokenizer_path, force=True)
+            except OSError as exc:
+                if not disk.is_write_error(exc):
+                    raise
+                before = "the previous final/ is unchanged" if final.is_dir() else "no final/ was written"
+                raise disk.write_failure(exc, final, needed=needed, intact=(
+                    f"{before}; the trained state is in checkpoint {newest_state(self.run_dir)}; free space and run "
+                    "with --resume to export it")) from None
         distributed.barrier(self.world)
         return final
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,21 @@ class Output:
         if self.json_mode:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
             sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def byte_progress(output: Output, what: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar over bytes read, for long reads (e.g. verifying shards): call `advance(n, total)`."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=output.console,
+                  transient=True, disable=output.quiet or not enabled) as progress:
+        task = progress.add_task(what, total=None)
+
+        def advance(n: int, total: int) -> None:
+            progress.update(task, advance=n, total=total)
+
+        yield advance
 
 
 def summary_table(title: str, rows: dict[str, Any]) -> Table:

@@ -43,9 +43,32 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid number")
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file such as `metrics.jsonl` (blank lines skipped); [] when there is none."""
+def _warn_stderr(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def read_rows(path: Path, warn: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file such as `metrics.jsonl` (blank lines skipped); [] when there is none.
+    A torn last line (an append cut off by a full disk or a power loss) is dropped with a warning; a bad line
+    before it is damage nothing explains, refused naming the line. `warn` defaults to a line on stderr."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), 1)
+             if line.strip()]
+    rows: list[dict[str, Any]] = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        elif i == len(lines) - 1:
+            (warn or _warn_stderr)(f"{path}: the last line (line {number}) is cut off, a write was interrupted; dropped it")
+        else:
+            raise UsageError(f"{path}: line {number} is not a JSON row; the file is damaged — delete that line "
+                             "(it is the run's log; the checkpoints do not depend on it)")
+    return rows

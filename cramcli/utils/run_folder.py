@@ -6,11 +6,18 @@
 - A second process that wants to write a folder another cram process is writing gets a one-line error naming
   the holder (a `filelock` lock held for the whole stage: released by the OS when the holder dies).
 - "Reuse when finished with the same settings" compares `fingerprint(settings)`, the same rule everywhere.
+- Ownership is checked again once the lock is held (the first check only keeps lock files out of folders that
+  are not cram's), so two processes racing for one folder cannot both pass it.
+- A result written whole is built in a hidden `.NAME.XXXXXXXX.partial` work folder that names its owner (pid,
+  host). Under the lock, work folders of earlier runs are deleted only when their owner is certainly dead: the
+  same host and no such process. A live process of another user (EPERM), another host, or a work folder whose
+  owner is not written yet are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,12 +30,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from cramcli.utils import atomic
 from cramcli.utils.atomic import atomic_dir, write_json
 from cramcli.utils.errors import UsageError
 
 MARKER = ".cram-folder.json"
 LOCK = ".cram.lock"
 HOLDER = ".cram.lock.json"
+OWNER = ".cram-owner.json"
 
 
 def fingerprint(settings: Any) -> str:
@@ -57,8 +66,9 @@ def open_folder(folder: Path, *, command: str, settings_fingerprint: str, force:
     empty it. Yields the marker of the work already there (None for a new or emptied folder): whether to resume,
     reuse or refuse that work is the stage's decision."""
     folder = Path(folder)
-    existing = check_owner(folder, command, flag)
+    check_owner(folder, command, flag)
     with locked(folder, command):
+        existing = check_owner(folder, command, flag)
         if existing is not None and force:
             _empty(folder)
             existing = None
@@ -102,11 +112,40 @@ def atomic_output(folder: Path, *, command: str, settings_fingerprint: str, forc
     replaces `folder` in one rename when the block succeeds. An existing result of `command` is replaced only
     with `force`; a foreign folder never. The lock sits beside the folder, since the folder itself is swapped."""
     folder = Path(folder)
-    if check_owner(folder, command, flag) is not None and not force:
-        raise UsageError(f"{flag} {folder}: already exists; pass --force to replace it or choose another {flag}")
-    with locked(folder, command, beside=True), atomic_dir(folder, force=True) as tmp:
-        write_marker(tmp, command, settings_fingerprint)
-        yield tmp
+    check_owner(folder, command, flag)
+    with locked(folder, command, beside=True):
+        if check_owner(folder, command, flag) is not None and not force:
+            raise UsageError(f"{flag} {folder}: already exists; pass --force to replace it or choose another {flag}")
+        remove_dead_partials(folder)
+        with atomic_dir(folder, force=True) as tmp:
+            write_json(tmp / OWNER, {"pid": os.getpid(), "host": socket.gethostname()})
+            write_marker(tmp, command, settings_fingerprint)
+            yield tmp
+            (tmp / OWNER).unlink()
+
+
+def remove_dead_partials(folder: Path) -> list[Path]:
+    """Delete the work folders that killed runs of `folder` left behind (see the module docstring for when a
+    run counts as dead). Call with the folder's lock held. Returns what was deleted."""
+    removed = [p for p in atomic.partials(folder) if _owner_dead(p)]
+    for partial in removed:
+        shutil.rmtree(partial, ignore_errors=True)
+    return removed
+
+
+def _owner_dead(partial: Path) -> bool:
+    try:
+        owner = json.loads((partial / OWNER).read_text())
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # not written yet (or not ours to judge)
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.ESRCH  # EPERM: alive, another user's
+    return False
 
 
 @contextlib.contextmanager
