@@ -57,7 +57,7 @@ def run(
     if threads is not None and threads < 1:
         raise UsageError(f"--threads {threads}: must be at least 1")
     recipes = compare.distinct_names([compare.parse_recipe(spec, minutes, every) for spec in specs])
-    prepared = compare.open_data(data, recipes)
+    prepared = compare.open_data(data, recipes, output.warn)
     compare.check_recipes(recipes, prepared)
     dev = setup_device(device, gpu)
     if threads is not None:

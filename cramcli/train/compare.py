@@ -84,13 +84,13 @@ def distinct_names(recipes: list[Recipe]) -> list[Recipe]:
     return [replace(r, name=r.label) for r in recipes]
 
 
-def open_data(data: Path | None, recipes: list[Recipe]) -> PreparedData:
+def open_data(data: Path | None, recipes: list[Recipe], warn: Callable[[str], object]) -> PreparedData:
     """The prepared data every arm trains on (`--data`, else what prepare-data wrote for the first recipe's
-    train budget name), checked against every arch."""
+    train budget name), its shards verified once, checked against every arch."""
     first = budgets.label(recipes[0].label.partition(":")[0])
-    prepared = open_for_training(data, first, recipes[0].arch)
+    prepared = open_for_training(data, first, recipes[0].arch, warn=warn)
     for recipe in recipes[1:]:
-        open_for_training(prepared.path, first, recipe.arch)
+        open_for_training(prepared.path, first, recipe.arch, verify=False, warn=lambda _: None)
     return prepared
 
 
