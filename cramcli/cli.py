@@ -102,6 +102,7 @@ def _fail(exc: CramError) -> None:
 app.command("prepare-data")(stage_command("prepare_data"))
 app.command("train-tokenizer")(stage_command("train_tokenizer"))
 app.command("pretrain")(stage_command("pretrain"))
+app.command("compare")(stage_command("compare"))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ VOCAB = 64
 SEQ = 32
 
 
-def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
+def write_prepared(folder: Path, rows: int = 256, seed: int = 0, heldout: int = 0) -> Path:
     """Each row repeats one random word and ends in <sep>: a masked token is the word every other position
-    holds (a task a tiny model learns in a few dozen steps), so the MLM loss falls far below log(vocab)."""
+    holds (a task a tiny model learns in a few dozen steps), so the MLM loss falls far below log(vocab).
+    `heldout` > 0 adds a held-out split of that many such rows (drawn after the training rows)."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
     from tokenizers.pre_tokenizers import WhitespaceSplit
@@ -33,14 +34,21 @@ def write_prepared(folder: Path, rows: int = 256, seed: int = 0) -> Path:
     tok.save(str(folder / "tokenizer.json"))
     rng = np.random.default_rng(seed)
     words = VOCAB - len(SPECIALS)
-    data = np.repeat(rng.integers(0, words, size=(rows, 1)) + len(SPECIALS), SEQ, axis=1)
+    data = np.repeat(rng.integers(0, words, size=(rows + heldout, 1)) + len(SPECIALS), SEQ, axis=1)
     data[:, -1] = 5
-    data.astype(np.uint16).tofile(folder / "tokens_00000.bin")
+    data[:rows].astype(np.uint16).tofile(folder / "tokens_00000.bin")
     checksum = shard_checksum(folder / "tokens_00000.bin")
+    record = None
+    if heldout:
+        data[rows:].astype(np.uint16).tofile(folder / "heldout_00000.bin")
+        record = {"num_rows": heldout, "num_tokens": heldout * SEQ, "data_hash": "test", "origin": "documents",
+                  "shards": [{"file": "heldout_00000.bin", "rows": heldout,
+                              "checksum": shard_checksum(folder / "heldout_00000.bin")}]}
     manifest = {"format": "cram-prepared/1", "seq_length": SEQ, "vocab_size": VOCAB, "dtype": "uint16",
                 "num_rows": rows, "shards": [{"file": "tokens_00000.bin", "rows": rows, "checksum": checksum}],
-                "tokenizer": "tokenizer.json", "tokenizer_hash": "test", "content_hash": f"synthetic-{seed}-{rows}",
-                "special_tokens": {t: i for i, t in enumerate(SPECIALS)}, "budget": {}}
+                "tokenizer": "tokenizer.json", "tokenizer_hash": "test",
+                "content_hash": f"synthetic-{seed}-{rows}-{heldout}",
+                "special_tokens": {t: i for i, t in enumerate(SPECIALS)}, "budget": {}, "heldout": record}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 

@@ -54,7 +54,7 @@ def _glue_tasks(root: Path, n_train: int = 24, n_dev: int = 8) -> Path:
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run (20 micro-steps) with `cram glue` results (rte, stsb × 2 trials) and its card."""
     tmp = tmp_path_factory.mktemp("card")
-    data = write_prepared(tmp / "data")
+    data = write_prepared(tmp / "data", heldout=8)
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["source"] = {"spec": "hf:allenai/c4:en"}
     manifest["budget"] = budgets.DataBudget(seq_length=32).model_dump(mode="json")
@@ -100,6 +100,8 @@ def test_front_matter_and_table(made: Path) -> None:
     report = json.loads((made / "run" / "report.json").read_text())
     assert f"{report['tokens']:,}" in text and "arXiv:2212.14034" in text and "eprint        = {2212.14034}" in text
     assert f"{report['final_loss']:.3f} at the last logged step" in text
+    assert f"| held-out MLM loss | {report['heldout_loss']:.3f} (accuracy {report['heldout_accuracy']:.1%}) on 8 " \
+           "held-out rows" in text
     # The summary for people is rounded; the raw medians stay in tasks.
     assert results["summary"]["columns"]["RTE"] == round(medians["RTE"], 2)
 

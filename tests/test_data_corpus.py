@@ -65,7 +65,8 @@ def saved_corpus(root: Path, rows: np.ndarray) -> Path:
 
 
 def data_budget(path: Path, **overrides: object) -> Path:
-    path.write_text(json.dumps({"source": "embedded", "seq_length": SEQ, "max_rows": 100_000} | overrides))
+    path.write_text(json.dumps({"source": "embedded", "seq_length": SEQ, "max_rows": 100_000,
+                                "validation": {"share": 0}} | overrides))
     return path
 
 

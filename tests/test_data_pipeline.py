@@ -70,6 +70,7 @@ def budget_file(path: Path, source: Path, **overrides: object) -> Path:
         "ordering": "none",
         "max_rows": 100_000,
         "shuffle": False,  # these tests check stream order; test_data_shuffle.py checks the shuffle
+        "validation": {"share": 0},  # every document in the training rows; test_heldout.py checks the split
     }
     budget.update(overrides)
     path.write_text(json.dumps(budget))

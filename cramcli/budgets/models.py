@@ -78,6 +78,15 @@ class TokenizerBudget(_Strict):
     """Cap on the documents fed to the tokenizer trainer (it holds word counts in RAM)."""
 
 
+class ValidationBudget(_Strict):
+    share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.005
+    """Share of the kept documents set aside, whole, as the held-out split `cram pretrain` evaluates (0 = none).
+    Chosen by the seed; packed into their own rows, so no training row holds held-out text."""
+    max_rows: Annotated[int, Field(ge=0, le=10**9)] = 2048
+    """Cap on held-out rows (0 = none): documents chosen beyond it go back to training. A pre-tokenized corpus
+    with a `validation` split of its own takes at most this many rows from it instead."""
+
+
 class DataBudget(_Strict):
     source: str = "hf:allenai/c4:en"
     """Where raw text comes from: `hf:NAME[:CONFIG]` (HF hub, streamed), a local file or folder, or `embedded`."""
@@ -103,6 +112,8 @@ class DataBudget(_Strict):
     """Row order: most sentence ends first (recipe), random, rarest-tokens first (unigram) or as read."""
     max_rows: PositiveInt = 85_000_000
     """Keep at most this many rows after ordering."""
+    validation: ValidationBudget = ValidationBudget()
+    """The held-out split (not in the original recipe, which had none; `share: 0` reproduces its rows exactly)."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -298,6 +309,10 @@ class TrainBudget(_Strict):
     keep_checkpoints: Annotated[int, Field(ge=1, le=1000)] = 2
     log_every_steps: PositiveInt = 50
     """Micro-steps between metric lines."""
+    eval_every_minutes: Annotated[float, Field(ge=0.0, le=1e6)] = 30.0
+    """Training minutes between held-out evaluations (plus one at the end); 0 = only at the end. The clock
+    pauses while evaluating, so evaluation is not charged to `hours`. Runs only when the data has a held-out
+    split; the protocol (15 % of non-special tokens, 80/10/10, fixed positions) ignores `masking`."""
 
     @model_validator(mode="after")
     def _batch_is_multiple(self) -> TrainBudget:

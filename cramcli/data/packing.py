@@ -106,11 +106,13 @@ class ShardWriter:
     token byte on the way: the data hash of all rows, and each shard's checksum,
     which `cram pretrain` and `cram prepare-data --verify` check the files against (data/checksum.py).
 
-    `expected_rows` (when known) lets it warn through `warn` before a shard that will not fit on the disk."""
+    `expected_rows` (when known) lets it warn through `warn` before a shard that will not fit on the disk.
+    `prefix` names the files (`heldout` for the held-out split's shards)."""
 
     def __init__(self, out_dir: Path, on_rows: Callable[[int], None] | None = None, *,
-                 expected_rows: int | None = None, warn: Callable[[str], object] | None = None) -> None:
-        self.out_dir, self.on_rows = out_dir, on_rows
+                 expected_rows: int | None = None, warn: Callable[[str], object] | None = None,
+                 prefix: str = "tokens") -> None:
+        self.out_dir, self.on_rows, self.prefix = out_dir, on_rows, prefix
         self.expected_rows, self.warn = expected_rows, warn
         self.shards: list[dict[str, Any]] = []
         self.digest = hashlib.sha256()
@@ -139,7 +141,7 @@ class ShardWriter:
 
     def _next_shard(self, row_bytes: int) -> None:
         self._close_shard()
-        name = f"tokens_{len(self.shards):05d}.bin"
+        name = f"{self.prefix}_{len(self.shards):05d}.bin"
         if self.warn is not None and self.expected_rows is not None:
             rows = min(SHARD_ROWS, max(self.expected_rows - self._written, 0))
             low = disk.low_space_warning(self.out_dir, rows * row_bytes, f"shard {name}")

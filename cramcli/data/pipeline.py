@@ -8,7 +8,9 @@
 2. tokenizer: train WordPiece on the spool (or use the given one).
 3. pack: tokenize the spool in batches through the Rust tokenizer (parallel), apply the compressibility
    filter (unless `filter.tokenizer` already did), pack into fixed rows → a temporary rows file.
-4. order: compute the ordering key per row, cap at max_rows, write the shards.
+   Documents chosen for the held-out split (`validation`) are packed into rows of their own, so a held-out
+   document is held out whole and no training row holds any of its text.
+4. order: compute the ordering key per row, cap at max_rows, write the shards (and the held-out shards).
 Memory stays flat in corpus size: documents are streamed, the spool and rows live on disk, and the state
 that grows is the dedup index and the shuffle permutation (per document) and one sort key per row.
 """
@@ -38,7 +40,7 @@ from cramcli.data.tokenizer import batched, special_ids, tokenizer_hash, train_t
 from cramcli.utils import disk
 from cramcli.utils.errors import UsageError
 
-CODE_VERSION = 2
+CODE_VERSION = 3
 """Bump when a code change alters what a given budget + source produces (it is part of the content hash)."""
 _CLEAN_BATCH = 256
 _ENCODE_BATCH = 1024
@@ -46,7 +48,7 @@ _ENCODE_CHARS = 1 << 20
 """Characters per encode_batch call: the Encoding objects cost ~100 bytes per token, so a batch of long
 documents must be capped by size, not count."""
 _CLEAN_CHARS = 1 << 20
-SPOOL, ROWS, OFFSETS = "spool.jsonl", "rows.tmp", "offsets.tmp"
+SPOOL, ROWS, OFFSETS, HELDOUT = "spool.jsonl", "rows.tmp", "offsets.tmp", "heldout.tmp"
 _SHUFFLE_CHUNK = 1 << 16
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
@@ -76,6 +78,8 @@ class Counts:
     tokens: int = 0
     tokens_dropped_tail: int = 0
     rows_dropped_by_cap: int = 0
+    heldout_documents: int = 0
+    heldout_rows: int = 0
 
 
 @dataclass
@@ -263,6 +267,7 @@ def prepare(
     t0 = time.perf_counter()
     raw_filtered = filter_tokenizer is not None
     packer, doc_lengths, ratios = _pack(workdir, tokenizer, budget, dtype, counts, progress, raw_filtered)
+    heldout = _write_heldout(workdir, budget, dtype, counts)
     result.timings["tokenize_pack"] = time.perf_counter() - t0
     if counts.rows == 0:
         raise UsageError(
@@ -295,6 +300,7 @@ def prepare(
         source={"spec": source.spec, **source.identity(), **asdict(source.stats)},
         budget=budget.model_dump(mode="json"),
         tokenizer_trained=trained,
+        heldout=heldout,
         filter_tokenizer=(
             {"spec": budget.filter.tokenizer, "hash": tokenizer_hash(filter_tokenizer)} if filter_tokenizer else None
         ),
@@ -338,10 +344,15 @@ def _pack(
     # Histograms, not lists, keep the length statistics O(1) in corpus size.
     doc_lengths = np.zeros(33, dtype=np.int64)  # log2 buckets of tokens per document
     ratios = np.zeros(101, dtype=np.int64)  # tokens per character, in steps of 0.01
-    with open(workdir / ROWS, "wb") as handle:
+    chosen = heldout_documents(counts.documents_kept, budget.validation.share, budget.seed)
+    heldout_cap = budget.validation.max_rows * budget.seq_length
+    with open(workdir / ROWS, "wb") as handle, open(workdir / HELDOUT, "wb") as heldout_handle:
         packer = packing.Packer(handle, budget.seq_length, dtype, dot_id)
+        heldout = packing.Packer(heldout_handle, budget.seq_length, dtype, dot_id)
+        index = -1
         for batch in batched(spool_texts(workdir), _ENCODE_BATCH, max_chars=_ENCODE_CHARS):
             for text, enc in zip(batch, tokenizer.encode_batch(batch), strict=True):
+                index += 1
                 ids = enc.ids
                 num_tokens = len(ids) - (1 if ids and ids[-1] == sep_id else 0)
                 ratio = num_tokens / max(len(text), 1)
@@ -351,13 +362,42 @@ def _pack(
                     counts.characters_kept -= len(text)
                     continue
                 doc_lengths[min(max(num_tokens, 1).bit_length() - 1, 32)] += 1
-                packer.add(ids)
+                # A chosen document is held out while the held-out rows are below the cap, else it trains.
+                if chosen[index] and heldout.num_tokens + len(heldout.buffer) < heldout_cap:
+                    heldout.add(ids)
+                    counts.heldout_documents += 1
+                else:
+                    packer.add(ids)
             advance(len(batch))
         counts.tokens_dropped_tail = packer.finish()
+        heldout.finish()
+        counts.heldout_rows = min(heldout.num_rows, budget.validation.max_rows)
     counts.rows, counts.tokens = packer.num_rows, packer.num_tokens
     if not raw_filtered:
         counts.documents_kept -= counts.compressibility
     return packer, doc_lengths, ratios
+
+
+def heldout_documents(documents: int, share: float, seed: int) -> np.ndarray:
+    """Which of `documents` (in spool order) are held out: round(share × documents) of them, at least one when
+    `share` > 0 and at most all but one, chosen by a generator of their own keyed to the seed."""
+    chosen = np.zeros(documents, dtype=bool)
+    count = min(max(round(share * documents), 1), documents - 1) if share > 0 else 0
+    if count > 0:
+        chosen[np.random.default_rng([seed, prepared.HELDOUT_STREAM]).choice(documents, count, replace=False)] = True
+    return chosen
+
+
+def _write_heldout(workdir: Path, budget: DataBudget, dtype: np.dtype, counts: Counts) -> dict[str, Any] | None:
+    """The held-out rows (capped at validation.max_rows) into `heldout_NNNNN.bin` shards; their manifest record."""
+    path = workdir / HELDOUT
+    rows = np.fromfile(path, dtype=dtype).reshape(-1, budget.seq_length)[: counts.heldout_rows]
+    writer = packing.ShardWriter(workdir, prefix="heldout")
+    writer.write(rows)
+    shards, data_hash = writer.close()
+    path.unlink()
+    return prepared.heldout_record(shards, data_hash, budget.seq_length, origin="documents", documents=counts.heldout_documents,
+                          share=budget.validation.share, seed=budget.seed)
 
 
 def _check_not_empty(source: Source, counts: Counts) -> None:

@@ -3,7 +3,9 @@ hash, building, writing and reading its manifest, and reading its rows.
 
 Layout: `manifest.json` (format `cram-prepared/1`), `tokenizer.json`, and shards `tokens_NNNNN.bin`, each a
 raw row-major array of the manifest's dtype with shape [rows, seq_length] (np.memmap-able). Each shard entry
-records its `checksum` (`xxh3_64:HEX` of the file's bytes; folders prepared before it have none).
+records its `checksum` (`xxh3_64:HEX` of the file's bytes; folders prepared before it have none). A held-out
+split, when there is one, lives in shards of its own (`heldout_NNNNN.bin`) named by the manifest's `heldout`
+record, so no training row can ever come from it.
 
 Two independent checks keep damaged data away from the model: `verify` compares every shard with its
 checksum before training (what a flipped bit or an edited file changes), and `rows` checks every id it hands
@@ -43,14 +45,15 @@ def content_hash(code_version: int, key: dict[str, Any]) -> str:
 
 def new_manifest(*, content_hash: str, data_hash: str, seq_length: int, vocab_size: int, num_rows: int,
                  shards: list[dict[str, Any]], tokenizer_hash: str, special_tokens: dict[str, int],
-                 source: dict[str, Any], budget: dict[str, Any], **details: Any) -> dict[str, Any]:
-    """The manifest of a prepared folder: the fields every reader relies on, then `details` (counts, ordering,
-    timings, how the rows were made)."""
+                 source: dict[str, Any], budget: dict[str, Any], heldout: dict[str, Any] | None,
+                 **details: Any) -> dict[str, Any]:
+    """The manifest of a prepared folder: the fields every reader relies on (`heldout`: see `heldout_record`),
+    then `details` (counts, ordering, timings, how the rows were made)."""
     return {"format": FORMAT, "content_hash": content_hash, "data_hash": data_hash, "seq_length": seq_length,
             "vocab_size": vocab_size, "dtype": token_dtype(vocab_size).name, "num_rows": num_rows,
             "num_tokens": num_rows * seq_length, "shards": shards, "tokenizer": TOKENIZER,
             "tokenizer_hash": tokenizer_hash, "special_tokens": special_tokens, "source": source, "budget": budget,
-            **details}
+            "heldout": heldout, **details}
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -115,9 +118,26 @@ def open_for_training(data: Path | None, budget_label: str, arch: Any, *, verify
             warn(f"{prepared.path}: {len(result['unchecked'])} shard(s) have no checksum in the manifest (prepared "
                  "by an earlier cram) and were not verified; re-run prepare-data --force to add them")
     else:
-        warn(f"--no-verify: {len(prepared.shards)} shard(s), {prepared.total_bytes:,} bytes in {prepared.path} were "
+        warn(f"--no-verify: {len(prepared.all_shards())} shard(s), {prepared.total_bytes:,} bytes in {prepared.path} were "
              "not checked against their checksums (ids are still checked against the vocabulary)")
     return prepared
+
+
+HELDOUT_STREAM = 0x4E1D
+"""Second entropy word of the generator that chooses held-out documents or blocks (`default_rng([seed, this])`),
+so the choice draws independently of the shuffle, which uses the same data-budget seed."""
+
+
+def heldout_record(shards: list[dict[str, Any]], data_hash: str, seq_length: int, *, origin: str,
+                   **details: Any) -> dict[str, Any] | None:
+    """The manifest's `heldout` entry: its shards, row count and hash, and how it was chosen (`origin`:
+    `documents` split off by the seed, `blocks` of pre-tokenized rows, or the corpus's own `validation` split).
+    None when no row was set aside."""
+    rows = sum(int(shard["rows"]) for shard in shards)
+    if not rows:
+        return None
+    return {"num_rows": rows, "num_tokens": rows * seq_length, "shards": shards, "data_hash": data_hash,
+            "origin": origin, **details}
 
 
 class PreparedData:
@@ -143,6 +163,8 @@ class PreparedData:
         self.dtype = np.dtype(self.manifest["dtype"])
         self.tokenizer_path = self.path / self.manifest.get("tokenizer", TOKENIZER)
         self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
+        self.heldout: dict[str, Any] | None = self.manifest.get("heldout") or None
+        """The held-out record (see `heldout_record`), or None when the data has no held-out split."""
         self._maps: list[np.memmap] = []
         self._starts: list[int] = []
         self.total_bytes = start = 0
@@ -157,16 +179,41 @@ class PreparedData:
             start += rows
             self.total_bytes += expected
         self.num_rows = start
+        # What `verify` reads: the held-out shards too.
+        self.total_bytes += sum(int(shard["rows"]) for shard in self.all_shards()[len(self.shards):]) \
+            * self.seq_length * self.dtype.itemsize
         if self.num_rows != int(self.manifest["num_rows"]):
             raise UsageError(f"{manifest_file}: shards hold {self.num_rows} rows, num_rows says "
                              f"{self.manifest['num_rows']}; {_CREATE} again")
+
+    def all_shards(self) -> list[dict[str, Any]]:
+        """The training shards, then the held-out split's."""
+        return self.shards + list((self.heldout or {}).get("shards", []))
+
+    def heldout_rows(self) -> np.ndarray | None:
+        """Every held-out row as int64 [rows, seq_length] (a few thousand rows at most), ids checked against the
+        vocabulary; None when the data has no held-out split."""
+        if not self.heldout:
+            return None
+        parts = []
+        for shard in self.heldout["shards"]:
+            file, rows = self.path / shard["file"], int(shard["rows"])
+            if not file.is_file() or file.stat().st_size != rows * self.seq_length * self.dtype.itemsize:
+                raise UsageError(f"{file}: missing or not the size the manifest's heldout record says; {_CREATE} "
+                                 "again")
+            part = np.fromfile(file, dtype=self.dtype).reshape(rows, self.seq_length).astype(np.int64)
+            if ((part < 0) | (part >= self.vocab_size)).any():
+                raise UsageError(f"{file}: holds token ids outside the vocabulary of {self.vocab_size}; the shard is "
+                                 f"damaged — re-run `cram prepare-data --force` for {self.path}")
+            parts.append(part)
+        return np.concatenate(parts) if parts else None
 
     def verify(self, *, ids: bool = False, on_bytes: Callable[[int], object] | None = None) -> dict[str, Any]:
         """Re-read every shard and compare it with the manifest's checksum, and with `ids` every token id with
         the vocabulary; UsageError naming the first shard (and row) that fails. Returns what was checked (and
         which shards had no checksum to check against)."""
         t0, checked, unchecked = time.perf_counter(), [], []
-        for shard in self.shards:
+        for shard in self.all_shards():
             file, want = self.path / shard["file"], shard.get("checksum")
             if not want:
                 unchecked.append(shard["file"])

@@ -11,6 +11,10 @@ Detected from an `input_ids` column, in three layouts:
   `tokenizer/` and `model_config.json` (the data config it was built with) beside it.
 Rows are read in Arrow batches, checked (length = the budget's seq_length, ids inside the tokenizer's
 vocabulary) and written straight into shards, so memory stays flat; reading stops at the budget's max_rows.
+
+The held-out split: the corpus's own `validation` split when it has one (a hub split, a DatasetDict's
+`validation/`, parquet files named `validation*`), else blocks of consecutive rows chosen by the seed; rows carry
+no document boundaries, so the row on each side of a block, which may share a document with it, is dropped.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from cramcli.data import packing, prepared
 from cramcli.data.tokenizer import TOKENIZER_FILES, special_ids, tokenizer_hash
 from cramcli.utils.errors import RunError, UsageError
 
-CODE_VERSION = 1
+CODE_VERSION = 2
 """Bump when a code change alters what a given corpus and budget produce (it is part of the content hash)."""
 ROW_BATCH = 8192
 _HUB_HINT = ("or download the dataset repo (data/*.parquet and tokenizer/) and pass the folder: "
@@ -72,6 +76,10 @@ class Corpus:
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.spec.removeprefix("hf:")).strip("-.")[-40:] or "corpus"
 
+    def validation_split(self) -> Corpus | None:
+        """The corpus's own validation split, when it has one (and is not being read as the training split)."""
+        return None
+
 
 def detect(spec: str, split: str = "train") -> Corpus | None:
     """The pre-tokenized corpus at `spec`, or None when `spec` is raw text (or nothing: open_source says so)."""
@@ -92,13 +100,24 @@ def detect(spec: str, split: str = "train") -> Corpus | None:
     if saved is not None:
         files = _arrow_files(saved)
         if files and "input_ids" in _arrow_columns(files[0]):
-            return LocalCorpus(spec, path, "save_to_disk", files)
+            own = path / "validation"
+            held = (LocalCorpus(spec, path, "save_to_disk", _arrow_files(own))
+                    if saved != own and (path / "dataset_dict.json").is_file() and (own / "state.json").is_file()
+                    else None)
+            return LocalCorpus(spec, path, "save_to_disk", files, held)
         return None
     parquet = sorted(p for p in path.rglob("*.parquet")
                      if not any(part.startswith(".") or part == "tokenizer" for part in p.relative_to(path).parts))
-    if parquet and "input_ids" in _parquet_columns(parquet[0]):
-        return LocalCorpus(spec, path, "parquet", parquet)
+    held = [p for p in parquet if _is_validation(p.relative_to(path))]
+    train = [p for p in parquet if p not in held]
+    if train and "input_ids" in _parquet_columns(train[0]):
+        return LocalCorpus(spec, path, "parquet", train, LocalCorpus(spec, path, "parquet", held) if held else None)
     return None
+
+
+def _is_validation(relative: Path) -> bool:
+    """A parquet file of the validation split in the hub layout: `validation-*.parquet` or under `validation/`."""
+    return any(part.startswith("validation") for part in relative.parts)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,8 +127,11 @@ def detect(spec: str, split: str = "train") -> Corpus | None:
 class LocalCorpus(Corpus):
     """`data/*.parquet` + `tokenizer/`, or `save_to_disk` output + `tokenizer/` + `model_config.json`."""
 
-    def __init__(self, spec: str, root: Path, layout: str, files: list[Path]) -> None:
-        self.spec, self.root, self.layout, self.files = spec, root, layout, files
+    def __init__(self, spec: str, root: Path, layout: str, files: list[Path], validation: Corpus | None = None) -> None:
+        self.spec, self.root, self.layout, self.files, self._validation = spec, root, layout, files, validation
+
+    def validation_split(self) -> Corpus | None:
+        return self._validation
 
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.root.resolve().name).strip("-.")[-40:] or "corpus"
@@ -126,11 +148,17 @@ class LocalCorpus(Corpus):
 
     def identity(self) -> dict[str, Any]:
         files = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files]
-        return {"kind": f"pretokenized-{self.layout}", "files": files}
+        own = {"validation": self._validation.identity()} if self._validation is not None else {}
+        return {"kind": f"pretokenized-{self.layout}", "files": files, **own}
 
     def num_rows(self) -> int | None:
         if self.layout != "parquet":
-            return None  # Arrow stream files carry no row count
+            # Arrow stream files carry no row count; memory-mapped, counting reads only the batch headers.
+            total = 0
+            for file in self.files:
+                with pa.memory_map(str(file)) as handle:
+                    total += sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
+            return total
         import pyarrow.parquet as pq
 
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
@@ -172,10 +200,19 @@ class HubCorpus(Corpus):
 
     layout = "hub"
 
-    def __init__(self, spec: str, name: str, config: str | None, split: str, num_rows: int | None) -> None:
+    def __init__(self, spec: str, name: str, config: str | None, split: str, num_rows: int | None,
+                 splits: dict[str, int | None] | None = None) -> None:
         self.spec, self.name, self.config, self.split, self._num_rows = spec, name, config, split, num_rows
+        self.splits = splits or {}
         self.revision: str | None = None
         self._tokenizer_dir: Path | None = None
+
+    def validation_split(self) -> Corpus | None:
+        if self.split == "validation" or "validation" not in self.splits:
+            return None
+        other = HubCorpus(self.spec, self.name, self.config, "validation", self.splits["validation"])
+        other.revision, other._tokenizer_dir = self.revision, self._tokenizer_dir
+        return other
 
     @classmethod
     def probe(cls, spec: str, name: str, config: str | None, split: str) -> HubCorpus | None:
@@ -188,8 +225,9 @@ class HubCorpus(Corpus):
         if "input_ids" not in columns:
             return None
         splits = getattr(dataset.info, "splits", None) or {}
-        info = splits.get(split) if hasattr(splits, "get") else None
-        return cls(spec, name, config, split, getattr(info, "num_examples", None) or None)
+        sizes = {str(key): getattr(value, "num_examples", None) or None for key, value in splits.items()} \
+            if hasattr(splits, "items") else {}
+        return cls(spec, name, config, split, sizes.get(split), sizes)
 
     def tokenizer_dir(self) -> Path:
         if self._tokenizer_dir is None:
@@ -316,9 +354,12 @@ def load_corpus_tokenizer(corpus: Corpus) -> tuple[Tokenizer, Path]:
 
 
 def content_hash(budget: DataBudget, identity: dict[str, Any], tok_hash: str) -> str:
-    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, this code's version."""
+    """What determines the copied rows: the corpus, its tokenizer, row length and row cap, the held-out split's
+    settings, this code's version."""
     return prepared.content_hash(CODE_VERSION, {"source": identity, "tokenizer": tok_hash,
-                                                "seq_length": budget.seq_length, "max_rows": budget.max_rows})
+                                                "seq_length": budget.seq_length, "max_rows": budget.max_rows,
+                                                "validation": budget.validation.model_dump(mode="json"),
+                                                "seed": budget.seed})
 
 
 def check_config(corpus: Corpus, budget: DataBudget, tok: Tokenizer, tok_file: Path) -> dict[str, Any] | None:
@@ -347,18 +388,36 @@ def copy_rows(
     corpus: Corpus, budget: DataBudget, tok: Tokenizer, workdir: Path, progress: Progress,
     warn: Callable[[str], object] | None = None,
 ) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
-    """Check and copy rows into shards until the corpus or max_rows ends; returns shards, data hash, stats."""
+    """Check and copy rows into shards until the corpus or max_rows ends; returns shards, data hash, stats. Held-out
+    blocks (see `heldout_blocks`) and the rows beside them are left out of the shards (`stats["heldout"]`)."""
     vocab_size = tok.get_vocab_size()
     dtype = packing.token_dtype(vocab_size)
     total = corpus.num_rows()
     advance = progress("copy token rows", min(total, budget.max_rows) if total is not None else budget.max_rows)
     expected = min(total, budget.max_rows) if total is not None else None
     writer = packing.ShardWriter(workdir, advance, expected_rows=expected, warn=warn)
+    v = budget.validation
+    own = corpus.validation_split() if v.share > 0 and v.max_rows > 0 else None
+    blocks = None if own is not None or v.share == 0 or v.max_rows == 0 else \
+        heldout_blocks(min(total or budget.max_rows, budget.max_rows), v.share, v.max_rows, budget.seed)
+    held = packing.ShardWriter(workdir, prefix="heldout")
+    held_rows = guard_rows = 0
     dot = tok.token_to_id(".")
     ends = _SentenceEnds()
-    written = 0
+    written = read = 0
     for where, column in corpus.batches():
-        rows = _checked_rows(column, where, written, budget.seq_length, vocab_size)[: budget.max_rows - written]
+        rows = _checked_rows(column, where, read, budget.seq_length, vocab_size)
+        if blocks is not None:
+            heldout, guard = row_roles(np.arange(read, read + len(rows)), *blocks)
+            heldout &= np.cumsum(heldout) + held_rows <= v.max_rows
+            held.write(rows[heldout].astype(dtype))
+            held_rows += int(heldout.sum())
+            guard_rows += int(guard.sum())
+            read += len(rows)
+            rows = rows[~heldout & ~guard]
+        else:
+            read += len(rows)
+        rows = rows[: budget.max_rows - written]
         ends.add((rows == dot).sum(axis=1) if dot is not None else np.zeros(len(rows), dtype=np.int64))
         writer.write(rows.astype(dtype))
         written += len(rows)
@@ -368,7 +427,44 @@ def copy_rows(
     capped = written == budget.max_rows and (total is None or total > budget.max_rows)
     if written == 0:
         raise UsageError(f"--source {corpus.spec}: the pre-tokenized corpus has no rows")
-    return shards, data_hash, {"rows": written, "stopped_at_max_rows": capped, "sentence_ends": ends.summary()}
+    if own is not None:
+        for where, column in own.batches():
+            rows = _checked_rows(column, where, held_rows, budget.seq_length, vocab_size)[: v.max_rows - held_rows]
+            held.write(rows.astype(dtype))
+            held_rows += len(rows)
+            if held_rows >= v.max_rows:
+                break
+    held_shards, held_hash = held.close()
+    how = {"origin": "validation"} if own is not None else \
+        {"origin": "blocks", "share": v.share, "seed": budget.seed, "rows_beside_dropped": guard_rows}
+    record = prepared.heldout_record(held_shards, held_hash, budget.seq_length, **how)
+    return shards, data_hash, {"rows": written, "stopped_at_max_rows": capped, "sentence_ends": ends.summary(),
+                               "heldout": record}
+
+
+_BLOCKS = 16
+"""Held-out blocks per pre-tokenized corpus: spread over the rows, yet few edges (each edge costs a row)."""
+
+
+def heldout_blocks(span: int, share: float, max_rows: int, seed: int) -> tuple[int, np.ndarray]:
+    """(block length, chosen block numbers): about min(share × span, max_rows) rows in up to 16 blocks of
+    consecutive rows at seeded places among the first `span` rows (at least one row, never more than half)."""
+    want = min(max(round(share * span), 1), max_rows, span // 2)
+    if want <= 0:
+        return 1, np.zeros(0, dtype=np.int64)
+    length = -(-want // min(_BLOCKS, want))
+    count = -(-want // length)
+    slots = span // length
+    chosen = np.random.default_rng([seed, prepared.HELDOUT_STREAM]).choice(slots, min(count, slots), replace=False)
+    return length, np.sort(chosen)
+
+
+def row_roles(index: np.ndarray, length: int, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(held out, dropped) per global row index: rows inside a chosen block are held out; a row right before or
+    after a block, which may hold part of a held-out document, is dropped from both splits."""
+    heldout = np.isin(index // length, chosen)
+    beside = np.isin((index + 1) // length, chosen) | np.isin(np.maximum(index - 1, 0) // length, chosen)
+    return heldout, beside & ~heldout
 
 
 def _checked_rows(column: pa.Array, where: str, first_row: int, seq_length: int, vocab_size: int) -> np.ndarray:
@@ -446,7 +542,7 @@ def prepare(
         content_hash=chash, data_hash=data_hash, seq_length=budget.seq_length, vocab_size=vocab_size, num_rows=rows,
         shards=shards, tokenizer_hash=tokenizer_hash(tok), special_tokens=ids,
         source={"spec": corpus.spec, **corpus.identity()}, budget=budget.model_dump(mode="json"),
-        tokenizer_trained=False, special_token_roles=roles,
+        heldout=stats["heldout"], tokenizer_trained=False, special_token_roles=roles,
         pretokenized={"layout": corpus.layout, "stopped_at_max_rows": stats["stopped_at_max_rows"],
                       "corpus_config": config},
         counts={"rows": rows, "tokens": rows * budget.seq_length},

@@ -19,7 +19,7 @@ def source_warnings(stats: Any) -> list[str]:
 
 def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     total = sum(manifest["timings_s"].values())
-    optional = ("removed_share", "lengths", "pretokenized", "special_tokens")
+    optional = ("removed_share", "lengths", "pretokenized", "special_tokens", "heldout")
     return {
         "content_hash": manifest["content_hash"],
         "data_hash": manifest["data_hash"],
@@ -51,6 +51,11 @@ def table(manifest: dict[str, Any], path: Path, *, reused: bool) -> Table:
         table.add_row("documents kept", f"{counts['documents_kept']:,}")
     table.add_row("rows × seq_length", f"{manifest['num_rows']:,} × {manifest['seq_length']} ({manifest['dtype']})")
     table.add_row("tokens", f"{manifest['num_tokens']:,}")
+    heldout = manifest.get("heldout")
+    how = {"documents": "from {documents:,} whole documents", "blocks": "in blocks of the corpus's rows",
+           "validation": "from the corpus's validation split"}
+    table.add_row("held-out rows", f"{heldout['num_rows']:,} {how[heldout['origin']].format(**heldout)}" if heldout
+                  else "none (validation.share 0)")
     if copied and copied["stopped_at_max_rows"]:
         table.add_row("reading stopped at", f"max_rows = {manifest['num_rows']:,}")
     elif not copied and counts["rows_dropped_by_cap"]:

@@ -198,6 +198,12 @@ class CrammedBertForMaskedLM(CrammedBertPreTrainedModel):
             hidden = self.prediction_head(hidden)
         return self.decoder(hidden)
 
+    def logits_at(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits [len(positions), vocab] at the given flat positions of the [B, S] batch only: every masked
+        position decoded, whatever `sparse_prediction` says (held-out evaluation), without the full [B, S, vocab]."""
+        hidden = self.encoder(input_ids).last_hidden_state.flatten(0, 1)
+        return self._decode(hidden.index_select(0, positions))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **_: object) -> MaskedLMOutput:
         hidden = self.encoder(input_ids, attention_mask).last_hidden_state

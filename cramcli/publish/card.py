@@ -179,6 +179,11 @@ def _training_section(facts: CardFacts) -> str:
         if rep.get("first_loss") is not None:
             loss += f"; {rep['first_loss']:.3f} at the first"
         rows.append(("final MLM loss", loss))
+    if rep.get("heldout_loss") is not None:
+        rows.append(("held-out MLM loss", f"{rep['heldout_loss']:.3f} (accuracy {rep['heldout_accuracy']:.1%}) on "
+                                          f"{rep.get('heldout_rows', 0):,} held-out rows, a fixed 15 % of their "
+                                          f"tokens masked; {rep.get('evaluations', 0)} evaluations took "
+                                          f"{rep.get('eval_seconds', 0):.0f} s, not charged to the budget"))
     if rep.get("tokens_per_s"):
         rows.append(("throughput", f"{rep['tokens_per_s']:,.0f} tokens/s on average"))
     opt, sched = train.get("optimizer", {}), train.get("schedule", {})

@@ -119,15 +119,15 @@ def run(
 
 
 def _resume_settings(t: budgets.TrainBudget, a: budgets.ArchBudget, prepared: Any, world: int) -> dict[str, Any]:
-    """What a resume must match: everything but the stop caps, logging/checkpoint cadence and how the step is
-    executed (compile, sparse_count)."""
+    """What a resume must match: everything but the stop caps, logging/checkpoint/evaluation cadence and how the
+    step is executed (compile, sparse_count)."""
     # schedule_clock is left out so a resume that changes it gets the clock's own message.
     train = t.model_dump(mode="json", exclude={"hours", "max_steps", "max_tokens", "checkpoint_every_minutes",
-                                               "keep_checkpoints", "log_every_steps", "compile", "sparse_count",
-                                               "schedule_clock"})
+                                               "keep_checkpoints", "log_every_steps", "eval_every_minutes", "compile",
+                                               "sparse_count", "schedule_clock"})
     return {"train": train, "arch": a.model_dump(mode="json"), "world": world,
             "data": prepared.manifest.get("content_hash")}
 
 
 _SHOWN = ("final", "stop_reason", "micro_steps", "optimizer_steps", "tokens", "training_hours", "first_loss",
-          "final_loss", "tokens_per_s")
+          "final_loss", "tokens_per_s", "heldout_loss", "heldout_accuracy", "evaluations", "eval_seconds")

@@ -4,7 +4,8 @@
 clock starts at the training loop, once model and optimizer exist (the original's started at optimizer
 construction, a moment earlier); torch.compile compiles inside the first steps, so compile time counts
 against the budget, as it did in the original. `steps` mode: the share of `max_steps` done — deterministic, so a resumed run is
-bitwise identical to an uninterrupted one. Stop caps (`max_steps`, `max_tokens`, the hours) are not the clock's
+bitwise identical to an uninterrupted one. Held-out evaluation runs inside `paused()`, so it is charged to neither
+the schedule nor the time budget. Stop caps (`max_steps`, `max_tokens`, the hours) are not the clock's
 business: they live in `train/stopping.py`.
 
 A resume under other `--hours` (time mode) extends or shortens the schedule from where it is: the fraction
@@ -16,7 +17,8 @@ instead of being rescaled to spent/new-total. In `steps` mode the hours are only
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -43,6 +45,16 @@ class ScheduleClock:
     def elapsed(self) -> float:
         """Training seconds of this run: earlier sessions' (the offset) plus this one's."""
         return self.offset + (0.0 if self._start is None else self._now() - self._start)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The time spent inside does not count as training time."""
+        begin = self._now()
+        try:
+            yield
+        finally:
+            if self._start is not None:
+                self._start += self._now() - begin
 
     def fraction(self, micro_steps: int, elapsed: float | None = None) -> float:
         """Share of the budget spent, in [0, 1]; `elapsed` lets every DDP rank use rank 0's clock."""

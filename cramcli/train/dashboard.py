@@ -24,9 +24,19 @@ class Dashboard:
         self.enabled = enabled
         self.last_line = -float("inf")
         self.live: Live | None = None
+        self.last_heldout: dict[str, Any] | None = None
         if enabled and console.is_terminal:
             self.live = Live(console=console, refresh_per_second=2, transient=False)
             self.live.start()
+
+    def heldout(self, row: dict[str, Any]) -> None:
+        """A held-out evaluation: always a plain line (they are rare), and a row of the live panel from now on."""
+        if not self.enabled:
+            return
+        self.last_heldout = row
+        self.console.print(f"held-out loss {row['heldout_loss']:.4f} accuracy {row['heldout_accuracy']:.1%} at "
+                           f"{_fmt_time(row['elapsed_s'])} of training (evaluated in {row['eval_s']:.1f}s)",
+                           highlight=False, soft_wrap=True)
 
     def update(self, s: dict[str, Any]) -> None:
         if not self.enabled:
@@ -50,6 +60,10 @@ class Dashboard:
             ("budget spent", f"{s['fraction']:.1%} ({_fmt_time(s['elapsed_s'])})"), ("ETA", _fmt_time(s["eta_s"])),
         ]:
             table.add_row(key, value)
+        if self.last_heldout is not None:
+            h = self.last_heldout
+            table.add_row("held-out loss / acc.", f"{h['heldout_loss']:.4f} / {h['heldout_accuracy']:.1%} "
+                                                   f"(at {_fmt_time(h['elapsed_s'])})")
         self.live.update(table)
 
     def close(self) -> None:

@@ -47,6 +47,16 @@ class MetricsLog:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
 
+def training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training lines of metrics.jsonl (each has `loss`); held-out evaluations are lines of their own."""
+    return [row for row in rows if "loss" in row]
+
+
+def heldout_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The held-out evaluation lines of metrics.jsonl (`heldout_loss`, `heldout_accuracy`, `eval_s`)."""
+    return [row for row in rows if "heldout_loss" in row]
+
+
 class RunProgress:
     """How far training got (micro-steps, optimizer steps, tokens) and the loss EMA, with the metrics log of
     the run: a trainer part. On resume the log forgets the lines written after the checkpoint (they will be
@@ -58,17 +68,20 @@ class RunProgress:
         self.log = log
         self.micro_steps = self.optimizer_steps = self.tokens = 0
         self.loss_ema: float | None = None
+        self.eval_seconds = 0.0
+        """Seconds spent on held-out evaluation (not training time: the clock pauses)."""
 
     def add_loss(self, loss: float) -> None:
         self.loss_ema = loss if self.loss_ema is None else self.EMA * self.loss_ema + (1 - self.EMA) * loss
 
     def state_dict(self) -> dict[str, Any]:
         return {"micro_steps": self.micro_steps, "optimizer_steps": self.optimizer_steps, "tokens": self.tokens,
-                "loss_ema": self.loss_ema}
+                "loss_ema": self.loss_ema, "eval_seconds": self.eval_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.micro_steps, self.optimizer_steps = state["micro_steps"], state["optimizer_steps"]
         self.tokens, self.loss_ema = state["tokens"], state["loss_ema"]
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))  # checkpoints from before held-out evaluation
         self.log.truncate_after(self.micro_steps)
 
 

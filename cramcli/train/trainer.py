@@ -6,8 +6,9 @@
 - `RngState` (train/checkpointing.py) and `RunProgress` (train/metrics.py): generators, counters, loss EMA.
 
 `StopConditions` (train/stopping.py) holds every stop reason, `Checkpointer` gathers the parts' states. Decisions
-(stop, checkpoint, batch size, LR) are taken only at optimizer-step boundaries, so a checkpoint is exact, and
-under DDP rank 0's clock decides for every rank.
+(stop, checkpoint, held-out evaluation, batch size, LR) are taken only at optimizer-step boundaries, so a checkpoint
+is exact, and under DDP rank 0's clock decides for every rank. `HeldOutEval` (train/heldout.py) scores the held-out
+split every `eval_every_minutes` of training time and at the end, on a paused clock.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from cramcli.train.clock import ScheduleClock
 from cramcli.train.dashboard import Dashboard
 from cramcli.train.data_cursor import DataCursor
 from cramcli.train.feed import BatchFeed
-from cramcli.train.metrics import MetricsLog, RunProgress
+from cramcli.train.heldout import HeldOutEval
+from cramcli.train.metrics import MetricsLog, RunProgress, heldout_rows, training_rows
 from cramcli.train.schedules import batch_size_at, lr_factor, masking_rate
 from cramcli.train.step import TrainStep
 from cramcli.train.stopping import StopConditions
@@ -71,6 +73,10 @@ class Trainer:
         # A scheduled masking rate is linear in the budget: its mid-budget value is its mean.
         self.flops_per_token = arch_flops_per_token(arch, data.seq_length, masking_rate(train.masking, 0.5))
         self.mask_rate = train.masking.rate
+        rows = data.heldout_rows()
+        self.heldout = None if rows is None else HeldOutEval(
+            rows, self.special, data.vocab_size, device, batch_size=train.micro_batch_size, rank=rank, world=world)
+        self.eval_every = train.eval_every_minutes * 60
 
     @property
     def budget_steps(self) -> int:
@@ -90,15 +96,22 @@ class Trainer:
         last_ckpt = window_start = time.perf_counter()
         window_tokens, last_log = 0, p.micro_steps
         batch, lr, factor = t.batch_size, t.optimizer.lr, 1.0
+        next_eval = self._next_eval(self.clock.elapsed())
         self.clock.start()
         with self.stops.catching_signals():
             try:
                 while True:
                     if accumulated == 0:
                         save_due = time.perf_counter() - last_ckpt >= t.checkpoint_every_minutes * 60
-                        reason, x, save_due = self._decide(save_due)
+                        reason, x, save_due, elapsed = self._decide(save_due)
                         if reason:
                             break
+                        if elapsed >= next_eval:
+                            next_eval = self._next_eval(elapsed)
+                            # It stands for the latest point passed (a long step may pass two at once).
+                            paused = self.evaluate(due_s=next_eval - self.eval_every)
+                            window_start += paused
+                            last_ckpt += paused
                         if save_due:
                             self.save()
                             last_ckpt = time.perf_counter()
@@ -123,9 +136,34 @@ class Trainer:
                         last_log, window_tokens, window_start = p.micro_steps, 0, now
             finally:
                 self.dashboard.close()
+        if self.heldout is not None and not reason.startswith("signal"):
+            self.evaluate(due_s=self.clock.elapsed())  # the end of the run (a signal leaves it to the resumed run)
         # After a signal, to continue; after a cap, to extend the run.
         self.save()
         return reason
+
+    def _next_eval(self, elapsed: float) -> float:
+        """The next multiple of eval_every_minutes after `elapsed` training seconds: the same points in time for
+        every run (inf: no periodic evaluation)."""
+        if self.heldout is None or self.eval_every <= 0:
+            return math.inf
+        return (math.floor(elapsed / self.eval_every) + 1) * self.eval_every
+
+    def evaluate(self, due_s: float) -> float:
+        """Score the held-out split on a paused clock; log it (with `due_s`, the point in training time it stands
+        for); returns the seconds it took."""
+        assert self.heldout is not None
+        with self.clock.paused():
+            begin = time.perf_counter()
+            result = self.heldout.evaluate(self.step.model, self.step.dtype)
+            seconds = time.perf_counter() - begin
+        self.progress.eval_seconds += seconds
+        if self.rank == 0:
+            row = {"step": self.progress.micro_steps, "tokens": self.progress.tokens,
+                   "elapsed_s": self.clock.elapsed(), "due_s": due_s, **result, "eval_s": seconds}
+            self._write_metrics(row)
+            self.dashboard.heldout(row)
+        return seconds
 
     def _micro_step(self, *, sync: bool, accumulation: int) -> torch.Tensor:
         inputs, labels = self.feed.next(self.progress.micro_steps, rate=self.mask_rate)
@@ -143,8 +181,8 @@ class Trainer:
         self.progress.add_loss(value)
         return value
 
-    def _decide(self, save_due: bool) -> tuple[str, float, bool]:
-        """(stop reason or "", budget fraction, checkpoint now?), the same on every rank."""
+    def _decide(self, save_due: bool) -> tuple[str, float, bool, float]:
+        """(stop reason or "", budget fraction, checkpoint now?, training seconds), the same on every rank."""
         elapsed = self.clock.elapsed() if self.rank == 0 else 0.0
         flags = distributed.all_reduce_max(
             [elapsed, float(self.stops.signal is not None), float(save_due and self.rank == 0)],
@@ -153,7 +191,7 @@ class Trainer:
         x = self.clock.fraction(self.budget_steps, elapsed)
         reason = self.stops.should_stop(micro_steps=self.budget_steps, tokens=self.progress.tokens,
                                         elapsed=elapsed, signalled=signalled)
-        return reason, x, save_due and not reason
+        return reason, x, save_due and not reason, elapsed
 
     def save(self) -> None:
         if self.rank == 0:
@@ -172,13 +210,17 @@ class Trainer:
                "fraction": fraction, "elapsed_s": elapsed, "eta_s": max(eta, 0.0) if math.isfinite(eta) else 0.0}
         if self.budget.masking.final_rate is not None:
             row["mask_rate"] = self.mask_rate
+        self._write_metrics(row)
+        self.dashboard.update(row)
+
+    def _write_metrics(self, row: dict[str, Any]) -> None:
+        """One metrics.jsonl line; a full disk is one line naming the checkpoint to resume from."""
         try:
-            p.log.log(row)
+            self.progress.log.log(row)
         except OSError as exc:
             if not disk.is_write_error(exc):
                 raise
             raise disk.write_failure(exc, intact=resume_hint(self.run_dir)) from None
-        self.dashboard.update(row)
 
     def export(self) -> Path:
         """The trained model as the checkpoint `final/`, written beside it and swapped in whole: a resumed run
@@ -208,14 +250,22 @@ class Trainer:
         """The run's report. Numbers people read are rounded; metrics.jsonl keeps full precision."""
         from cramcli.utils.device import device_name
 
-        p, rows, elapsed = self.progress, self.progress.log.rows, self.clock.elapsed()
+        p, elapsed = self.progress, self.clock.elapsed()
+        rows, evals = training_rows(p.log.rows), heldout_rows(p.log.rows)
+        heldout = {"heldout_loss": _round(evals[-1]["heldout_loss"]) if evals else None,
+                   "heldout_accuracy": _round(evals[-1]["heldout_accuracy"]) if evals else None,
+                   "heldout_rows": self.heldout.rows if self.heldout else 0,
+                   "heldout_tokens_scored": self.heldout.tokens if self.heldout else 0,
+                   "evaluations": len(evals), "eval_seconds": round(p.eval_seconds, 2),
+                   "eval_share_of_training": round(p.eval_seconds / elapsed, 4) if elapsed > 0 else None}
         return {"run": str(self.run_dir), "final": str(final), "stop_reason": reason, "micro_steps": p.micro_steps,
                 "optimizer_steps": p.optimizer_steps, "tokens": p.tokens, "training_hours": round(elapsed / 3600, 5),
                 "budget_hours": self.budget.hours, "schedule_clock": self.clock.mode,
                 "first_loss": _round(rows[0]["loss"] if rows else None),
                 "final_loss": _round(rows[-1]["loss"] if rows else None), "loss_ema": _round(p.loss_ema),
                 "tokens_per_s": round(p.tokens / elapsed, 1) if elapsed > 0 else None, "world_size": self.world,
-                "device": str(self.device), "device_name": device_name(self.device), "data": str(self.data.path)}
+                "device": str(self.device), "device_name": device_name(self.device), "data": str(self.data.path),
+                **heldout}
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

@@ -20,13 +20,19 @@ _DPI = 110
 
 def training_png(rows: list[dict[str, Any]], title: str = "cram pretrain") -> bytes:
     """Three panels against training time (from metrics.jsonl rows): MLM loss raw and smoothed (the run's own
-    EMA), learning rate with the batch size on a second axis, and throughput in tokens/s."""
-    seconds = [float(r.get("elapsed_s") or 0.0) for r in rows]
+    EMA) with the held-out loss when the run evaluated one, learning rate with the batch size on a second axis,
+    and throughput in tokens/s."""
+    evals = [r for r in rows if "heldout_loss" in r]
+    rows = [r for r in rows if "loss" in r]  # training lines; held-out evaluations are lines of their own
+    seconds = [float(r.get("elapsed_s") or 0.0) for r in rows + evals]
     scale, unit = _time_unit(max(seconds, default=0.0))
-    t = [s / scale for s in seconds]
+    t = [s / scale for s in seconds[: len(rows)]]
     fig, (ax_loss, ax_lr, ax_tps) = plt.subplots(3, 1, figsize=(7.5, 8), sharex=True)
     ax_loss.plot(t, _col(rows, "loss"), color="#9ecae1", linewidth=1, label="loss (logged step)")
     ax_loss.plot(t, _col(rows, "loss_ema"), color="#08519c", linewidth=1.8, label="smoothed (EMA 0.98)")
+    if evals:
+        ax_loss.plot([s / scale for s in seconds[len(rows):]], _col(evals, "heldout_loss"), color="#cb181d",
+                     marker="o", markersize=4, linewidth=1.5, label="held-out (fixed 15 % masking)")
     ax_loss.set_ylabel("MLM loss")
     ax_loss.legend(loc="upper right", frameon=False)
     ax_lr.plot(t, _col(rows, "lr"), color="#d94801", linewidth=1.5)
@@ -43,6 +49,29 @@ def training_png(rows: list[dict[str, Any]], title: str = "cram pretrain") -> by
     if not rows:
         ax_loss.text(0.5, 0.5, "no logged step", ha="center", va="center", transform=ax_loss.transAxes)
     fig.suptitle(title)
+    return _png(fig)
+
+
+def compare_png(curves: dict[str, list[list[tuple[float, float]]]], title: str) -> bytes:
+    """Held-out loss against training time, one colour per recipe: each repeat's curve thin, the mean over the
+    repeats (at the common times) thick. `curves` maps a recipe to one list of (seconds, loss) per repeat."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    longest = max((t for runs in curves.values() for run in runs for t, _ in run), default=0.0)
+    scale, unit = _time_unit(longest)
+    colours = plt.get_cmap("tab10")
+    for i, (label, runs) in enumerate(curves.items()):
+        colour = colours(i % 10)
+        for run in runs:
+            ax.plot([t / scale for t, _ in run], [v for _, v in run], color=colour, alpha=0.35, linewidth=0.9)
+        common = sorted(set.intersection(*(set(t for t, _ in run) for run in runs))) if runs else []
+        mean = [sum(dict(run)[t] for run in runs) / len(runs) for t in common]
+        ax.plot([t / scale for t in common], mean, color=colour, linewidth=2, marker="o", markersize=3.5,
+                label=f"{label} (mean of {len(runs)})")
+    ax.set_xlabel(f"training time ({unit}; evaluation not counted)")
+    ax.set_ylabel("held-out MLM loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(title, fontsize=11)
     return _png(fig)
 
 
