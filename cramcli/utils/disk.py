@@ -26,7 +26,8 @@ _WORDS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
 }
-_OS_ERROR = re.compile(r"os error (\d+)")
+# Newer Rust writers say "(os error 28)"; safetensors 0.4 says "IoError(Os { code: 28, ... })".
+_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
 
 
 def is_write_error(exc: BaseException) -> bool:
@@ -40,7 +41,7 @@ def as_os_error(exc: BaseException, path: Path | str | None = None) -> OSError |
     match = _OS_ERROR.search(str(exc))
     if match is None:
         return None
-    code = int(match.group(1))
+    code = int(match.group(1) or match.group(2))
     return OSError(code, _WORDS.get(code, str(exc)), None if path is None else str(path))
 
 
