@@ -34,8 +34,9 @@ def run(
 ) -> None:
     """Train recipes side by side for the same wall clock and compare their held-out loss.
 
-    One run at a time, each recipe [bold]--repeats[/] times; a stopped compare run again reuses the runs it
-    finished. Writes compare.json, compare.png and every run under arms/.
+    One run at a time, each recipe [bold]--repeats[/] times; run again, a stopped compare reuses finished runs.
+
+    Writes compare.json, compare.png and every run under arms/.
     """
     import torch
 
