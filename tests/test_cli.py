@@ -70,3 +70,17 @@ def test_ci_runs_exactly_the_readme_test_command():
     block = readme.split("Run the tests:", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip()
     ci = (root / ".ci" / "run").read_text().splitlines()
     assert block in ci, f"README's test command {block!r} is not a line of .ci/run"
+
+
+def test_quiet_still_prints_the_final_report(capsys) -> None:
+    from rich.table import Table
+
+    from cramcli.utils.console import Output
+
+    output = Output(quiet=True)
+    output.info("a progress note")
+    table = Table(title="report")
+    table.add_column("the final column")
+    output.report({"x": 1}, table)
+    printed = capsys.readouterr().out
+    assert "the final column" in printed and "a progress note" not in printed

@@ -27,6 +27,8 @@ class Output:
     def __post_init__(self) -> None:
         # With --json, stdout carries exactly one JSON document; everything for people goes to stderr.
         self.console = Console(stderr=self.json_mode, quiet=self.quiet)
+        # --quiet silences progress and notes, never the final report ("only errors and the final report").
+        self.report_console = Console(stderr=self.json_mode)
         self.err = Console(stderr=True)
 
     def info(self, message: RenderableType) -> None:
@@ -44,7 +46,7 @@ class Output:
         if path is not None:
             atomic.write_json(path, report)
         if renderable is not None:
-            self.console.print(renderable)
+            self.report_console.print(renderable)
         if self.json_mode:
             sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
             sys.stdout.flush()
