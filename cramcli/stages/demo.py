@@ -61,7 +61,9 @@ def run(
     claim(out, settings, fresh)
 
     sub = Output(json_mode=False, quiet=output.quiet, verbose=output.verbose)
-    sub.console = output.console  # with --json the stages print for people on stderr; only the demo owns stdout
+    # The stages' output, their reports too, is the demo's progress: on stderr with --json (only the demo owns
+    # stdout), silent with --quiet.
+    sub.console = sub.report_console = output.console
     steps: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
 
