@@ -27,6 +27,7 @@ from cramcli.data.checksum import shard_checksum
 from cramcli.data.packing import token_dtype
 from cramcli.utils.atomic import write_json
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_object_or_none
 
 FORMAT = "cram-prepared/1"
 MANIFEST = "manifest.json"
@@ -63,11 +64,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a finished folder; None when there is none or it cannot be read (an unfinished folder)."""
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return read_object_or_none(Path(folder) / MANIFEST)
 
 
 def pointer_path(budget_name: str, root: Path = DATA_ROOT) -> Path:

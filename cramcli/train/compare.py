@@ -10,7 +10,6 @@ its settings: a killed compare run again reuses the arms already finished and re
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -29,6 +28,7 @@ from cramcli.train.trainer import Trainer
 from cramcli.utils import run_folder
 from cramcli.utils.atomic import write_json
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_object_or_none
 
 ARM_FILE = "arm.json"
 
@@ -158,11 +158,8 @@ class Comparison:
 
 def _finished(folder: Path, key: str) -> dict[str, Any] | None:
     marker = run_folder.read_marker(folder)
-    try:
-        result = json.loads((folder / ARM_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return result if marker and result.get("settings_key") == key else None
+    result = read_object_or_none(folder / ARM_FILE)
+    return result if marker and result and result.get("settings_key") == key else None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -39,6 +39,16 @@ def read_object(path: Path, *, fix: str = "rerun the stage that wrote it",
     return data
 
 
+def read_object_or_none(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object: for files whose absence
+    or damage means "not finished" (a manifest, a folder marker, a finished run's record), not an error."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid number")
 

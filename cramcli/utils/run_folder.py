@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from cramcli.utils import atomic
 from cramcli.utils.atomic import atomic_dir, write_json
 from cramcli.utils.errors import UsageError
+from cramcli.utils.jsonfile import read_object_or_none
 
 MARKER = ".cram-folder.json"
 LOCK = ".cram.lock"
@@ -47,11 +48,7 @@ def fingerprint(settings: Any) -> str:
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((Path(folder) / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
+    return read_object_or_none(Path(folder) / MARKER)
 
 
 def write_marker(folder: Path, command: str, settings_fingerprint: str) -> None:
