@@ -206,6 +206,34 @@ def test_pretrain_evaluates_periodically_and_at_the_end_off_the_clock(tmp_path):
     assert card_text[:4] == b"\x89PNG"
 
 
+def test_every_due_point_is_scored_even_inside_a_long_accumulation(tmp_path, monkeypatch):
+    """One optimizer step of 8 micro-steps spans four evaluation points (one per 2 s on a clock that ticks 1 s per
+    micro-step): each is scored when it falls due, none is skipped, and the weights they score are the last step's."""
+    from cramcli.train import trainer as trainer_mod
+
+    ticks = [0.0]
+    monkeypatch.setattr(trainer_mod, "ScheduleClock",
+                        lambda *a, **k: ScheduleClock(*a, now=lambda: ticks[0], **k))
+    original = trainer_mod.Trainer._micro_step
+
+    def micro_step(self, **kwargs):
+        ticks[0] += 1.0
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_micro_step", micro_step)
+    data = write_prepared(tmp_path / "data", heldout=8)
+    train, arch = write_budgets(tmp_path, batch_size=64, eval_every_minutes=2 / 60, schedule={"name": "constant"})
+    out = tmp_path / "run"
+    pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu",
+                 max_steps=24)
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "heldout_loss" in line]
+    assert [r["due_s"] for r in evals[:-1]] == [2.0 * k for k in range(1, 12)]  # every point, in order
+    assert [r["step"] for r in evals[:-1]] == [2 * k for k in range(1, 12)]  # scored when due, mid-accumulation
+    losses = [r["heldout_loss"] for r in evals]
+    assert losses[0] == losses[1] == losses[2]  # steps 2, 4, 6 all score the initial weights (first update at 8)
+    assert losses[3] != losses[2] and losses[3] == losses[4] == losses[5] == losses[6]
+
+
 def test_pretrain_without_a_heldout_split_reports_none(tmp_path):
     data = write_prepared(tmp_path / "data")
     train, arch = write_budgets(tmp_path, eval_every_minutes=0.001)

@@ -106,12 +106,18 @@ class Trainer:
                         reason, x, save_due, elapsed = self._decide(save_due)
                         if reason:
                             break
-                        if elapsed >= next_eval:
-                            next_eval = self._next_eval(elapsed)
-                            # It stands for the latest point passed (a long step may pass two at once).
-                            paused = self.evaluate(due_s=next_eval - self.eval_every)
-                            window_start += paused
-                            last_ckpt += paused
+                    elif self.world == 1:
+                        # Weights only change at optimizer steps, so a point that falls due inside a long
+                        # accumulation is scored now, not one step late (or skipped by the next point). Under
+                        # DDP the ranks agree on time only at step boundaries (no collective per micro-step).
+                        elapsed = self.clock.elapsed()
+                    if elapsed >= next_eval:
+                        next_eval = self._next_eval(elapsed)
+                        # It stands for the latest point passed (a long step may pass two at once).
+                        paused = self.evaluate(due_s=next_eval - self.eval_every)
+                        window_start += paused
+                        last_ckpt += paused
+                    if accumulated == 0:
                         if save_due:
                             self.save()
                             last_ckpt = time.perf_counter()
