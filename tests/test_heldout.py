@@ -206,14 +206,13 @@ def test_pretrain_evaluates_periodically_and_at_the_end_off_the_clock(tmp_path):
     assert card_text[:4] == b"\x89PNG"
 
 
-def test_every_due_point_is_scored_even_inside_a_long_accumulation(tmp_path, monkeypatch):
-    """One optimizer step of 8 micro-steps spans four evaluation points (one per 2 s on a clock that ticks 1 s per
-    micro-step): each is scored when it falls due, none is skipped, and the weights they score are the last step's."""
+@pytest.fixture
+def one_second_per_micro_step(monkeypatch):
+    """The training clock ticks one second per micro-batch, whatever the machine's speed."""
     from cramcli.train import trainer as trainer_mod
 
     ticks = [0.0]
-    monkeypatch.setattr(trainer_mod, "ScheduleClock",
-                        lambda *a, **k: ScheduleClock(*a, now=lambda: ticks[0], **k))
+    monkeypatch.setattr(trainer_mod, "ScheduleClock", lambda *a, **k: ScheduleClock(*a, now=lambda: ticks[0], **k))
     original = trainer_mod.Trainer._micro_step
 
     def micro_step(self, **kwargs):
@@ -221,6 +220,11 @@ def test_every_due_point_is_scored_even_inside_a_long_accumulation(tmp_path, mon
         return original(self, **kwargs)
 
     monkeypatch.setattr(trainer_mod.Trainer, "_micro_step", micro_step)
+
+
+def test_every_due_point_is_scored_even_inside_a_long_accumulation(tmp_path, one_second_per_micro_step):
+    """One optimizer step of 8 micro-steps spans four evaluation points (one per 2 s): each is scored when it
+    falls due, none is skipped, and the weights they score are the last optimizer step's."""
     data = write_prepared(tmp_path / "data", heldout=8)
     train, arch = write_budgets(tmp_path, batch_size=64, eval_every_minutes=2 / 60, schedule={"name": "constant"})
     out = tmp_path / "run"
@@ -232,6 +236,20 @@ def test_every_due_point_is_scored_even_inside_a_long_accumulation(tmp_path, mon
     losses = [r["heldout_loss"] for r in evals]
     assert losses[0] == losses[1] == losses[2]  # steps 2, 4, 6 all score the initial weights (first update at 8)
     assert losses[3] != losses[2] and losses[3] == losses[4] == losses[5] == losses[6]
+
+
+def test_the_time_budget_stops_between_micro_batches_and_drops_the_partial_batch(tmp_path, one_second_per_micro_step):
+    """As in the original, time is up after the micro-batch that reaches the budget (11 s: 8 + 3 micro-batches of a
+    batch of 8), not at the end of the accumulation; the exported weights are the one optimizer step's."""
+    data = write_prepared(tmp_path / "data", heldout=8)
+    train, arch = write_budgets(tmp_path, batch_size=64, hours=11 / 3600, schedule={"name": "constant"})
+    out = tmp_path / "run"
+    pretrain.run(Output(quiet=True), budget=str(train), arch=str(arch), data=data, out=out, device="cpu")
+    report = json.loads((out / "report.json").read_text())
+    assert report["stop_reason"].startswith("time budget")
+    assert (report["micro_steps"], report["optimizer_steps"]) == (11, 1)
+    trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert [r["optimizer_step"] for r in trained] == [1]
 
 
 def test_pretrain_without_a_heldout_split_reports_none(tmp_path):

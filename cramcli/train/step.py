@@ -114,6 +114,11 @@ class TrainStep:
         set_lr(self.optimizers, lr_factor)
         apply_gradients(self.model, self.optimizers, self.scaler, self.grad_clip)
 
+    def drop_gradients(self) -> None:
+        """Forget a partial accumulation (a run that stops between optimizer steps)."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
     def state_dict(self) -> dict[str, Any]:
         adamw, *muon = self.optimizers
         state = {"weights": self.model.state_dict(), "optimizer": adamw.state_dict(),

@@ -11,7 +11,8 @@ from cramcli.budgets import TrainBudget
 
 
 class StopConditions:
-    """`should_stop` is asked at optimizer-step boundaries only, so the state saved on stopping is exact."""
+    """`should_stop` is asked at optimizer-step boundaries, so the state saved on stopping is exact; `out_of_time`
+    also between micro-batches (one process), where stopping drops the partial accumulation."""
 
     def __init__(self, budget: TrainBudget) -> None:
         self.budget = budget
@@ -27,9 +28,11 @@ class StopConditions:
             return f"max_steps ({b.max_steps})"
         if b.max_tokens is not None and tokens >= b.max_tokens:
             return f"max_tokens ({b.max_tokens})"
-        if elapsed >= self.budget_seconds:
-            return f"time budget ({b.hours:g} h)"
-        return ""
+        return self.out_of_time(elapsed)
+
+    def out_of_time(self, elapsed: float) -> str:
+        """The time budget's stop reason, or "": the one test that may also be asked between micro-batches."""
+        return f"time budget ({self.budget.hours:g} h)" if elapsed >= self.budget_seconds else ""
 
     @contextlib.contextmanager
     def catching_signals(self) -> Iterator[None]:

@@ -107,10 +107,16 @@ class Trainer:
                         if reason:
                             break
                     elif self.world == 1:
-                        # Weights only change at optimizer steps, so a point that falls due inside a long
-                        # accumulation is scored now, not one step late (or skipped by the next point). Under
-                        # DDP the ranks agree on time only at step boundaries (no collective per micro-step).
+                        # Inside a long accumulation, time is checked after every micro-batch, as the original
+                        # does: the run stops on time (the partial accumulation is dropped, the state saved is the
+                        # last optimizer step's), and an evaluation point is scored when it falls due (weights
+                        # only change at optimizer steps). Under DDP the ranks agree on time only at step
+                        # boundaries (no collective per micro-step).
                         elapsed = self.clock.elapsed()
+                        reason = self.stops.out_of_time(elapsed)
+                        if reason:
+                            self.step.drop_gradients()
+                            break
                     if elapsed >= next_eval:
                         next_eval = self._next_eval(elapsed)
                         # It stands for the latest point passed (a long step may pass two at once).
