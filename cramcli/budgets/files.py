@@ -1,7 +1,7 @@
 """Budget files: finding a preset or a path, reading and validating it, laying command-line flags over it (one
 validation for both), where each value came from, and the JSON Schema.
 
-A budget is named on the command line by a preset name (`24`, `v2`, `demo`) that resolves to
+A budget is named on the command line by a preset name (`24`, `v2`, `modern`, `demo`) that resolves to
 `budgets/<kind>_budget_<name>.json` (`24` → `hours_24`), or by a path to a JSON file. Every problem in a file is
 reported as one line `file: field.path: message (allowed: ...)`.
 """
@@ -54,7 +54,7 @@ def _is_number(text: str) -> bool:
 
 
 def resolve_path(kind: str, name_or_path: str | Path) -> Path:
-    """A preset name (`24`, `v2`, `demo`) or a path to a JSON file → the file to read."""
+    """A preset name (`24`, `v2`, `modern`, `demo`) or a path to a JSON file → the file to read."""
     text = str(name_or_path)
     if text.endswith(".json") or "/" in text or Path(text).exists():
         return Path(text)

@@ -30,7 +30,7 @@ def list_presets(output: Output) -> None:
 
 def show(
     output: Output,
-    name: Annotated[str, typer.Argument(help="Preset name (24, v2, demo) or a budget JSON file.")],
+    name: Annotated[str, typer.Argument(help="Preset name (24, v2, modern, demo) or a budget JSON file.")],
     kind: Kind = None,
 ) -> None:
     """Render a budget as a table (every field, its value and what it means)."""
