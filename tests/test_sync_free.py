@@ -10,6 +10,7 @@ optimizer-step boundary (the loss read for logging and the stop decision) are al
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,10 +80,12 @@ def counting_syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncCounter]:
         yield counter
 
 
-def _train(tmp: Path, monkeypatch: pytest.MonkeyPatch, sparse_count: str, masking: dict[str, object]) -> SyncCounter:
+def _train(tmp: Path, monkeypatch: pytest.MonkeyPatch, sparse_count: str, masking: dict[str, object],
+           arch_options: dict[str, object] | None = None, **train: object) -> SyncCounter:
     data = PreparedData(write_prepared(tmp / "data"))
-    train_file, arch_file = write_budgets(tmp, schedule={"name": "constant"}, sparse_count=sparse_count,
+    train_file, arch_file = write_budgets(tmp, **{"schedule": {"name": "constant"}, **train}, sparse_count=sparse_count,
                                           masking=masking, max_steps=6, batch_ramp=3)
+    arch_file.write_text(json.dumps(json.loads(arch_file.read_text()) | (arch_options or {})))
     train, arch = budgets.load("train", train_file), budgets.load("arch", arch_file)
     (tmp / "run").mkdir()
     trainer = Trainer(train, arch, data, tmp / "run", device=torch.device("cpu"), config_key="test")
@@ -98,6 +101,15 @@ def test_a_trainer_micro_step_never_waits_for_the_device(tmp_path: Path, monkeyp
     counter = _train(tmp_path, monkeypatch, "fixed", masking)  # what `auto` runs on CUDA
     assert counter.seen["micro_step"] == []
     assert counter.seen["boundary"]  # the counter does see syncs: the loss read at each optimizer step
+
+
+def test_the_modern_preset_options_add_no_wait_to_a_micro_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rotary positions, QK-norm, Muon and the wsd schedule (the `modern` preset's options) on the GPU path."""
+    counter = _train(tmp_path, monkeypatch, "fixed", {"scheme": "exact", "rate": 0.25},
+                     {"position_embedding": "rotary", "qk_norm": "layer"},
+                     schedule={"name": "budget-wsd", "warmup": 0.1, "cooldown": 0.3},
+                     optimizer={"name": "muon", "lr": 1e-2, "muon": {"lr": 0.02, "adjust_lr_fn": "original"}})
+    assert counter.seen["micro_step"] == []
 
 
 def test_exact_counting_is_what_the_guard_catches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
