@@ -21,7 +21,7 @@ def _validate(path: Path, kind: str = "train"):
 def test_every_shipped_budget_validates():
     result = runner.invoke(app, ["budgets", "validate"])
     assert result.exit_code == 0, result.output
-    assert "12 budget file(s) valid" in result.output
+    assert "16 budget file(s) valid" in result.output
 
 
 def test_presets_resolve_by_hours_and_name():
@@ -122,7 +122,7 @@ def test_non_utf8_bytes(tmp_path):
 def test_unknown_preset_name_lists_presets():
     result = runner.invoke(app, ["budgets", "show", "42", "--kind", "train"])
     assert result.exit_code == 2
-    assert "presets: 24, demo, v2" in result.output
+    assert "presets: 24, demo, modern, v2" in result.output
 
 
 def test_show_renders_every_field():
