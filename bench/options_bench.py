@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
+from bench.recipe_budgets import DIMENSIONS, merge
 from cramcli import budgets
 from cramcli.data.tokenizer import CRAM_SPECIAL_IDS
 from cramcli.train.step import TrainStep, mask_batch
 
 RESULTS = Path("outputs/bench/options.json")
-DIMENSIONS = {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "intermediate_size": 1024, "vocab_size": 8192,
-              "max_seq_length": 128}
 ALL_ARCH = {"position_embedding": "rotary", "qk_norm": "rms", "activation": "relu2", "glu": False,
             "zero_init_residual": True, "tie_decoder": False}
 # name → (arch fields, train fields) laid over v2.
@@ -46,18 +45,13 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    return {k: _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-            for k, v in {**base, **over}.items()}
-
-
 class _Step:
     def __init__(self, arch: dict[str, Any], train: dict[str, Any], micro_batch: int) -> None:
         torch.manual_seed(0)
         base_arch = budgets.load("arch", "v2").model_dump()
         base_train = budgets.load("train", "v2").model_dump() | {"compile": False, "precision": "fp32"}
-        self.arch = budgets.ArchBudget.model_validate(_merge(base_arch, {**DIMENSIONS, **arch}))
-        self.train = budgets.TrainBudget.model_validate(_merge(base_train, train))
+        self.arch = budgets.ArchBudget.model_validate(merge(base_arch, {**DIMENSIONS, **arch}))
+        self.train = budgets.TrainBudget.model_validate(merge(base_train, train))
         seq = self.arch.max_seq_length
         self.step = TrainStep(self.arch, self.train, torch.device("cpu"), tokens_per_micro_batch=micro_batch * seq,
                               special=CRAM_SPECIAL_IDS)

@@ -72,9 +72,10 @@ def main() -> None:
     parser.add_argument("--source", default="../shared/data/corpus/enwiki-2015-sample")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, budget in files(args.source).items():
+    written = files(args.source)
+    for name, budget in written.items():
         (args.out / name).write_text(json.dumps(budget, indent=2) + "\n")
-    print(f"wrote {len(files(args.source))} budget files to {args.out}")
+    print(f"wrote {len(written)} budget files to {args.out}")
 
 
 if __name__ == "__main__":
